@@ -1,0 +1,97 @@
+"""Base distributions as pure functions over one event ``(dim,)``.
+
+Each factory returns a ``Distribution(init, log_prob, sample, dim)``:
+``log_prob(params, x: (dim,)) -> ()`` and
+``sample(params, key, sample_shape) -> sample_shape + (dim,)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._types import Distribution
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal(dim: int) -> Distribution:
+    """``N(0, I)``: ``log p(x) = -||x||^2 / 2 - (dim / 2) log(2 pi)``; no params."""
+
+    def init(key):
+        del key
+        return {}
+
+    def log_prob(params, x):
+        return -0.5 * jnp.sum(x**2, axis=-1) - 0.5 * dim * _LOG_2PI
+
+    def sample(params, key, sample_shape=()):
+        return jax.random.normal(key, tuple(sample_shape) + (dim,))
+
+    return Distribution(init, log_prob, sample, dim)
+
+
+def diag_normal(dim: int) -> Distribution:
+    """``N(loc, diag(exp(log_scale))^2)`` with learnable ``{"loc", "log_scale"}``
+    (zeros at init: the standard normal)."""
+
+    def init(key):
+        del key
+        return {"loc": jnp.zeros((dim,)), "log_scale": jnp.zeros((dim,))}
+
+    def log_prob(params, x):
+        u = (x - params["loc"]) * jnp.exp(-params["log_scale"])
+        return -0.5 * jnp.sum(u**2, axis=-1) - jnp.sum(params["log_scale"]) - 0.5 * dim * _LOG_2PI
+
+    def sample(params, key, sample_shape=()):
+        eps = jax.random.normal(key, tuple(sample_shape) + (dim,), params["loc"].dtype)
+        return params["loc"] + jnp.exp(params["log_scale"]) * eps
+
+    return Distribution(init, log_prob, sample, dim)
+
+
+def uniform(low, high) -> Distribution:
+    """Uniform on the box ``[low, high]`` (static bounds, no params).
+
+    ``log p(x) = -sum log(high - low)`` inside the box, ``-inf`` outside.
+    """
+    low = np.atleast_1d(np.asarray(low, dtype=np.float64))
+    high = np.atleast_1d(np.asarray(high, dtype=np.float64))
+    if low.shape != high.shape or low.ndim != 1:
+        raise ValueError(f"low and high must be 1-D of the same shape, got {low.shape} and {high.shape}")
+    if not np.all(high > low):
+        raise ValueError("uniform needs high > low in every dimension")
+    dim = low.shape[0]
+    log_volume = float(np.sum(np.log(high - low)))
+
+    def init(key):
+        del key
+        return {}
+
+    def log_prob(params, x):
+        inside = jnp.all((x >= low.astype(x.dtype)) & (x <= high.astype(x.dtype)), axis=-1)
+        return jnp.where(inside, -log_volume, -jnp.inf).astype(x.dtype)
+
+    def sample(params, key, sample_shape=()):
+        u = jax.random.uniform(key, tuple(sample_shape) + (dim,))
+        return low.astype(u.dtype) + (high - low).astype(u.dtype) * u
+
+    return Distribution(init, log_prob, sample, dim)
+
+
+BASES = {"normal": standard_normal, "diag_normal": diag_normal}
+
+
+def make_base(base, dim: int) -> Distribution:
+    """A base from a name in ``BASES`` or a ready ``Distribution``."""
+    if isinstance(base, Distribution):
+        if base.dim != dim:
+            raise ValueError(f"base distribution has dim {base.dim}, flow has dim {dim}")
+        return base
+    try:
+        return BASES[base](dim)
+    except (KeyError, TypeError):
+        raise ValueError(f"base must be one of {sorted(BASES)} or a Distribution, got {base!r}") from None
