@@ -1,0 +1,627 @@
+"""Datasets and data files: toy densities, a bundled real dataset, loaders,
+standardisation, splits and units.
+
+Everything here is a pure function of its arguments (randomness comes from an
+explicit seed or key) and works on the host with NumPy; only the
+standardisation helpers also accept JAX arrays and run under ``jit``.
+
+- Toy 2-D densities generated in the package: :func:`two_moons`,
+  :func:`checkerboard`.
+- A real dataset shipped inside scikit-learn (no download): :func:`digits`.
+- User files: :func:`load_array` reads ``.npy``, ``.npz`` and delimited text
+  (``.csv``, ``.tsv``, ``.txt``, ``.dat``) into a float ``(n, d)`` array and
+  raises one clear sentence naming the file on any problem.
+- :class:`Standardizer`: ``z = (x - mean) / scale`` column-wise, with the
+  log-Jacobian that puts log-likelihoods back in the user's units.
+- :func:`split` (deterministic train/validation/test) and :func:`bits_per_dim`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import zipfile
+import zlib
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+Columns = Union[None, int, str, Sequence[Union[int, str]]]
+
+_TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".dat")
+_SUFFIXES = (".npy", ".npz") + _TEXT_SUFFIXES
+# Text fields read as a missing value (NaN) rather than as a non-numeric
+# entry, so a file with gaps gets the "rows with NaN" error, not a column one.
+_MISSING = frozenset({"", "nan", "na", "n/a", "null", "none", "?"})
+_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";",
+                    "whitespace": None, "space": None, " ": None}
+
+
+# --------------------------------------------------------------------------
+# Randomness on the host
+# --------------------------------------------------------------------------
+
+def _rng(key_or_seed) -> np.random.Generator:
+    """A fresh NumPy generator from an int seed or a JAX PRNG key.
+
+    A JAX key (typed ``jax.random.key`` or raw ``uint32`` from
+    ``jax.random.PRNGKey``) seeds NumPy with its key data, so the same key
+    always gives the same draw (the stream is NumPy's, not ``jax.random``'s).
+    """
+    if isinstance(key_or_seed, (bool, np.bool_)):
+        raise TypeError("key_or_seed must be an int seed or a JAX PRNG key, got a bool.")
+    if isinstance(key_or_seed, (int, np.integer)):
+        if key_or_seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {key_or_seed}.")
+        return np.random.default_rng(int(key_or_seed))
+    if isinstance(key_or_seed, (jax.Array, np.ndarray)):
+        key = key_or_seed
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.key_data(key)
+        data = np.asarray(key)
+        if data.dtype == np.uint32 and data.ndim == 1 and data.size >= 1:
+            return np.random.default_rng([int(v) for v in data])
+    raise TypeError(
+        "key_or_seed must be an int seed or a single JAX PRNG key, got "
+        f"{type(key_or_seed).__name__}"
+        + (f" of shape {tuple(key_or_seed.shape)} and dtype {key_or_seed.dtype}"
+           if hasattr(key_or_seed, "shape") else "") + ".")
+
+
+def _check_count(n, name: str = "n") -> int:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}.")
+    return int(n)
+
+
+# --------------------------------------------------------------------------
+# Toy 2-D densities
+# --------------------------------------------------------------------------
+
+def two_moons(key_or_seed, n: int, noise: float = 0.1) -> np.ndarray:
+    """Two interleaved half circles with Gaussian noise: a 2-D non-Gaussian density.
+
+    Each point picks a moon with probability 1/2 (exactly ``ceil(n/2)`` outer
+    and ``floor(n/2)`` inner points, rows shuffled) and an angle
+    ``t ~ U[0, pi]``:
+
+    - outer moon: ``(cos t, sin t)``
+    - inner moon: ``(1 - cos t, 1/2 - sin t)``
+
+    then adds ``noise * N(0, I_2)``. Same shape as scikit-learn's
+    ``make_moons`` but with random (not evenly spaced) angles, so rows are
+    i.i.d. and any split of them is a fair train/test split.
+
+    Args:
+      key_or_seed: an int seed or a JAX PRNG key; the output is a
+        deterministic function of it.
+      n: number of points (>= 1).
+      noise: standard deviation of the Gaussian noise (>= 0).
+
+    Returns:
+      float32 array ``(n, 2)``.
+    """
+    n = _check_count(n)
+    if not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}.")
+    rng = _rng(key_or_seed)
+    n_outer = n - n // 2
+    t = rng.uniform(0.0, np.pi, size=n)
+    outer = np.stack([np.cos(t[:n_outer]), np.sin(t[:n_outer])], axis=1)
+    inner = np.stack([1.0 - np.cos(t[n_outer:]), 0.5 - np.sin(t[n_outer:])], axis=1)
+    x = np.concatenate([outer, inner], axis=0)
+    x = x + noise * rng.standard_normal(size=(n, 2))
+    return x[rng.permutation(n)].astype(np.float32)
+
+
+def checkerboard(key_or_seed, n: int) -> np.ndarray:
+    """Uniform density on the 8 "black" unit squares of a 4x4 board on ``[-2, 2]^2``.
+
+    A point ``(x, y)`` has density 1/8 where ``floor(x) + floor(y)`` is even
+    and 0 elsewhere: a discontinuous, multi-modal 2-D density (the FFJORD /
+    neural-spline-flow "checkerboard" toy, halved in scale).
+
+    Args:
+      key_or_seed: an int seed or a JAX PRNG key.
+      n: number of points (>= 1).
+
+    Returns:
+      float32 array ``(n, 2)``; its exact log-density is ``log(1/8)`` on the support.
+    """
+    n = _check_count(n)
+    rng = _rng(key_or_seed)
+    x = rng.uniform(-2.0, 2.0, size=n)
+    # Within column floor(x), the black rows are those with the same parity.
+    parity = np.floor(x).astype(np.int64) % 2
+    row = 2 * rng.integers(0, 2, size=n) + parity - 2  # in {-2, -1, 0, 1}
+    y = row + rng.uniform(0.0, 1.0, size=n)
+    return np.stack([x, y], axis=1).astype(np.float32)
+
+
+# --------------------------------------------------------------------------
+# A real dataset that ships with a dependency
+# --------------------------------------------------------------------------
+
+def digits(seed: int = 0, dequantize: bool = True) -> np.ndarray:
+    """scikit-learn's bundled handwritten digits, ``(1797, 64)``, as a density-estimation set.
+
+    Each row is an 8x8 image whose pixels are integers ``0..16`` (UCI
+    optical-recognition digits; shipped inside the scikit-learn wheel, no
+    download). With ``dequantize=True`` each pixel becomes ``x + u`` with
+    ``u ~ U[0, 1)`` drawn from ``seed``: a continuous density ``p`` on the
+    dequantised data lower-bounds the discrete model,
+    ``log P(x) >= E_u[log p(x + u)]`` (unit-width bins, so no extra term
+    in nats or bits/dim).
+
+    Args:
+      seed: seed of the dequantisation noise (the images are fixed).
+      dequantize: add the uniform noise (``True``) or return the integers as float32.
+
+    Returns:
+      float32 array ``(1797, 64)`` with values in ``[0, 17)``.
+    """
+    from sklearn.datasets import load_digits  # local: only this function needs it
+
+    x = np.asarray(load_digits().data, dtype=np.float64)
+    if dequantize:
+        x = x + _rng(seed).uniform(0.0, 1.0, size=x.shape)
+    return x.astype(np.float32)
+
+
+# --------------------------------------------------------------------------
+# Finite checks
+# --------------------------------------------------------------------------
+
+def _nonfinite_rows(x: np.ndarray) -> np.ndarray:
+    """Indices of the rows of a 1-D or 2-D array holding NaN or +-Inf."""
+    bad = ~np.isfinite(x)
+    if bad.ndim > 1:
+        bad = bad.reshape(bad.shape[0], -1).any(axis=1)
+    return np.flatnonzero(bad)
+
+
+def check_finite(x, name: str = "data"):
+    """Raise ``ValueError`` if any row of ``x`` holds NaN or Inf; return ``x`` unchanged.
+
+    The message names ``name``, counts the bad rows and gives the first
+    one's 0-based index, e.g. ``"data has 3 rows with NaN or Inf values
+    (first: row 17); remove or impute them."``. Runs on the host (call it
+    outside ``jit``).
+
+    Args:
+      x: array ``(n, ...)``, NumPy or JAX.
+      name: what to call ``x`` in the message (a file name, an argument name).
+    """
+    arr = np.asarray(x)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
+        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}.")
+    rows = _nonfinite_rows(arr)
+    if rows.size:
+        raise ValueError(
+            f"{name} has {rows.size} {'row' if rows.size == 1 else 'rows'} with NaN or "
+            f"Inf values (first: row {rows[0]}, 0-based); remove or impute them.")
+    return x
+
+
+# --------------------------------------------------------------------------
+# Loading files
+# --------------------------------------------------------------------------
+
+def load_array(path: PathLike, *, key: Optional[str] = None,
+               delimiter: Optional[str] = None, drop: Columns = None,
+               header: Optional[bool] = None) -> np.ndarray:
+    """Load a data matrix ``(n, d)`` from ``.npy``, ``.npz`` or delimited text.
+
+    - ``.npy``: the array (never unpickled: object arrays are rejected).
+    - ``.npz``: the array named ``key``; with ``key=None`` the archive must
+      hold exactly one array, otherwise the error lists the names.
+    - ``.csv``, ``.tsv``, ``.txt``, ``.dat``: numbers separated by ``,``
+      ``;`` tab or whitespace (detected from the first lines, or given as
+      ``delimiter``: a character or ``"tab"``, ``"whitespace"``). The first
+      row is a header if ``header=True``; with ``header=None`` it is taken
+      as one when it holds more non-numeric fields than the second row.
+      Blank lines and lines starting with ``#`` are skipped; empty fields and
+      ``NA``/``nan``/``?`` are missing values (rejected as NaN rows).
+
+    A 1-D array becomes ``(n, 1)``. ``drop`` removes columns: an int index
+    (negative counts from the end), a header name, a list of these, or a
+    comma-separated string such as ``"quality,id"``. Names need a header.
+
+    Returns:
+      float array ``(n, d)``: float32/float64 data keep their dtype, text and
+      integer data become float64.
+
+    Raises:
+      FileNotFoundError: the file does not exist.
+      ValueError: unknown extension, unreadable or truncated file, missing
+        or ambiguous ``key``, wrong number of dimensions, no rows or columns,
+        ragged rows, a non-numeric column (named), unknown ``drop`` columns,
+        rows with NaN/Inf (count and first row). Each message is one sentence
+        that names the file.
+    """
+    path = os.fspath(path)
+    where = f"Data file '{path}'"
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{where} does not exist.")
+    if os.path.isdir(path):
+        raise ValueError(f"{where} is a directory, not a file.")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in _SUFFIXES:
+        raise ValueError(
+            f"{where} has an unsupported extension {suffix or '(none)'!r}; "
+            f"use one of {', '.join(_SUFFIXES)}.")
+    is_text = suffix in _TEXT_SUFFIXES
+    if key is not None and suffix != ".npz":
+        raise ValueError(f"{where}: key={key!r} only applies to .npz files.")
+    if not is_text and (delimiter is not None or header is not None):
+        raise ValueError(f"{where}: delimiter and header only apply to text files, "
+                         f"not {suffix}.")
+
+    if is_text:
+        x, names, lines = _read_text(path, where, delimiter, header, drop)
+    else:
+        arr = _read_numpy(path, where, suffix, key)
+        x, names, lines = _numeric_matrix(arr, where), None, None
+        if drop is not None:
+            keep = _kept_columns(drop, x.shape[1], names, where)
+            x = x[:, keep]
+
+    if x.shape[0] == 0:
+        raise ValueError(f"{where} has no data rows.")
+    if x.shape[1] == 0:
+        raise ValueError(f"{where} has no columns left"
+                         + (" after dropping columns." if drop is not None else "."))
+    rows = _nonfinite_rows(x)
+    if rows.size:
+        at = f" (line {lines[rows[0]]} of the file)" if lines is not None else ""
+        raise ValueError(
+            f"{where} has {rows.size} {'row' if rows.size == 1 else 'rows'} with NaN, "
+            f"Inf or missing values (first: data row {rows[0]}, 0-based{at}); "
+            "remove or impute them.")
+    return x
+
+
+def _read_numpy(path: str, where: str, suffix: str, key: Optional[str]) -> np.ndarray:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "pickle" in str(err):
+            raise ValueError(f"{where} holds Python objects, not numbers; "
+                             "save a numeric array instead.") from None
+        raise ValueError(f"{where} is not a readable {suffix} file ({err}).") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"{where} is not a readable {suffix} file, possibly "
+                         f"truncated or corrupted ({err}).") from None
+    if suffix == ".npy":
+        if not isinstance(loaded, np.ndarray):
+            raise ValueError(f"{where} does not hold a single NumPy array.")
+        return loaded
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"{where} is not an .npz archive.")
+    with loaded:
+        names = list(loaded.files)
+        if not names:
+            raise ValueError(f"{where} holds no arrays.")
+        if key is None:
+            if len(names) != 1:
+                raise ValueError(f"{where} holds {len(names)} arrays "
+                                 f"({', '.join(map(repr, names))}); pick one with key.")
+            key = names[0]
+        elif key not in names:
+            raise ValueError(f"{where} has no array named {key!r}; it holds "
+                             f"{', '.join(map(repr, names))}.")
+        try:
+            return loaded[key]
+        except ValueError as err:
+            if "pickle" in str(err):
+                raise ValueError(f"{where}: array {key!r} holds Python objects, "
+                                 "not numbers.") from None
+            raise ValueError(f"{where}: array {key!r} cannot be read, possibly "
+                             f"truncated or corrupted ({err}).") from None
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            raise ValueError(f"{where}: array {key!r} cannot be read, possibly "
+                             f"truncated or corrupted ({err}).") from None
+
+
+def _numeric_matrix(arr: np.ndarray, where: str) -> np.ndarray:
+    """A loaded NumPy array as float ``(n, d)``."""
+    if arr.dtype.names is not None or not (np.issubdtype(arr.dtype, np.number)
+                                           or arr.dtype == np.bool_):
+        raise ValueError(f"{where} holds dtype {arr.dtype}, not numbers.")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{where} holds complex numbers ({arr.dtype}); "
+                         "real numbers are expected.")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{where} holds an array of shape {arr.shape}; expected "
+                         "(n, d) or (n,) — reshape it, e.g. images to (n, height*width).")
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
+    return arr
+
+
+def _read_text(path: str, where: str, delimiter: Optional[str],
+               header: Optional[bool], drop: Columns):
+    """Parse delimited text -> (float64 (n, d), column names or None, file line per row)."""
+    try:
+        with open(path, "r", encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise ValueError(f"{where} is not UTF-8 text; is it really a "
+                         f"{os.path.splitext(path)[1]} file?") from None
+    numbered = [(i + 1, line) for i, line in enumerate(text.splitlines())
+                if line.strip() and not line.lstrip().startswith("#")]
+    if not numbered:
+        raise ValueError(f"{where} is empty.")
+
+    delim = _resolve_delimiter(delimiter, where) if delimiter is not None else \
+        _sniff_delimiter([line for _, line in numbered[:50]])
+    if delim is None:
+        rows = [line.split() for _, line in numbered]
+    else:
+        rows = list(csv.reader(io.StringIO("\n".join(line for _, line in numbered)),
+                               delimiter=delim, skipinitialspace=True))
+    rows = [[field.strip() for field in row] for row in rows]
+    line_numbers = [num for num, _ in numbered]
+
+    if header is None:
+        header = _looks_like_header(rows)
+    names = rows[0] if header else None
+    data, data_lines = (rows[1:], line_numbers[1:]) if header else (rows, line_numbers)
+    width = len(names) if names is not None else (len(data[0]) if data else 0)
+    for row, num in zip(data, data_lines):
+        if len(row) != width:
+            shown = "whitespace" if delim is None else repr(delim)
+            raise ValueError(
+                f"{where} has {len(row)} fields on line {num} but {width} "
+                f"{'in the header' if names is not None else 'on the first data line'} "
+                f"(delimiter {shown}); fix the row or give the delimiter.")
+    keep = list(range(width)) if drop is None else _kept_columns(drop, width, names, where)
+
+    x = np.empty((len(data), len(keep)), dtype=np.float64)
+    for out, j in enumerate(keep):
+        column = [row[j] for row in data]
+        try:
+            x[:, out] = np.asarray(column, dtype=np.float64)
+        except ValueError:
+            x[:, out] = _parse_column(column, j, names, data_lines, where)
+    return x, names, data_lines
+
+
+def _resolve_delimiter(delimiter: str, where: str) -> Optional[str]:
+    if not isinstance(delimiter, str):
+        raise TypeError(f"delimiter must be a string, got {type(delimiter).__name__}.")
+    lowered = delimiter.lower()
+    if lowered in _DELIMITER_NAMES or delimiter in _DELIMITER_NAMES:
+        return _DELIMITER_NAMES.get(delimiter, _DELIMITER_NAMES.get(lowered))
+    if len(delimiter) != 1:
+        raise ValueError(f"{where}: delimiter must be one character, 'tab' or "
+                         f"'whitespace', got {delimiter!r}.")
+    return delimiter
+
+
+def _sniff_delimiter(sample: Sequence[str]) -> Optional[str]:
+    """The first of tab, ``;`` and ``,`` that splits every sampled line into the
+    same number (> 1) of fields (quotes respected); else ``None`` (whitespace).
+
+    ``;`` is tried before ``,`` so that files with decimal commas
+    (``1,5;2,3``) are split on ``;``.
+    """
+    for candidate in ("\t", ";", ","):
+        counts = {len(row) for row in csv.reader(io.StringIO("\n".join(sample)),
+                                                 delimiter=candidate)}
+        if len(counts) == 1 and counts.pop() > 1:
+            return candidate
+    return None
+
+
+def _is_number(field: str) -> bool:
+    """A number, a missing-value marker or a decimal-comma number (``1,5``)."""
+    if field.lower() in _MISSING:
+        return True
+    try:
+        float(field.replace(",", ".") if field.count(",") == 1 else field)
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_like_header(rows) -> bool:
+    """Header iff the first row has more non-numeric fields than the second
+    (a single row is a header if anything in it is non-numeric)."""
+    def text_fields(row):
+        return sum(not _is_number(field) for field in row)
+    first = text_fields(rows[0])
+    return first > (text_fields(rows[1]) if len(rows) > 1 else 0)
+
+
+def _parse_column(column, j, names, lines, where) -> np.ndarray:
+    """Slow path: missing markers -> NaN; the first non-number -> ValueError naming the column."""
+    values = np.empty(len(column), dtype=np.float64)
+    for i, field in enumerate(column):
+        if field.lower() in _MISSING:
+            values[i] = np.nan
+            continue
+        try:
+            values[i] = float(field)
+        except ValueError:
+            label = f"column {names[j]!r} (index {j})" if names is not None else f"column {j}"
+            hint = ("; a decimal comma? pass the delimiter and use '.' for decimals"
+                    if "," in field and all(p.strip().lstrip("-").isdigit()
+                                            for p in field.split(",")) else "")
+            drop_as = repr(names[j]) if names is not None else str(j)
+            raise ValueError(
+                f"{where} has a non-numeric {label}: {field!r} on line {lines[i]}"
+                f"{hint}; drop the column (drop={drop_as}) if it is a label.") from None
+    return values
+
+
+def _kept_columns(drop: Columns, width: int, names, where: str) -> list:
+    """Indices of the columns left after removing ``drop`` (see :func:`load_array`)."""
+    if isinstance(drop, (int, np.integer, str)):
+        items = [drop]
+    else:
+        items = list(drop)
+    expanded = []
+    for item in items:
+        if isinstance(item, str) and not (names is not None and item.strip() in names) \
+                and "," in item:
+            expanded.extend(part for part in item.split(",") if part.strip())
+        else:
+            expanded.append(item)
+    removed = set()
+    for item in expanded:
+        if isinstance(item, (bool, np.bool_)):
+            raise TypeError(f"drop entries must be column names or indices, got {item!r}.")
+        if isinstance(item, str):
+            item = item.strip()
+            if names is not None and item in names:
+                removed.update(j for j, name in enumerate(names) if name == item)
+                continue
+            if item.lstrip("-").isdigit():
+                item = int(item)
+            elif names is None:
+                raise ValueError(f"{where} has no header row, so column {item!r} cannot "
+                                 "be dropped by name; use its 0-based index.")
+            else:
+                raise ValueError(f"{where} has no column {item!r}; its columns are "
+                                 f"{', '.join(map(repr, names))}.")
+        if not isinstance(item, (int, np.integer)):
+            raise TypeError(f"drop entries must be column names or indices, got {item!r}.")
+        if not -width <= item < width:
+            raise ValueError(f"{where} has {width} columns, so column index {item} "
+                             "cannot be dropped.")
+        removed.add(int(item) % width)
+    return [j for j in range(width) if j not in removed]
+
+
+# --------------------------------------------------------------------------
+# Standardisation
+# --------------------------------------------------------------------------
+
+class Standardizer(NamedTuple):
+    """Column-wise affine standardisation ``z = (x - mean) / scale``.
+
+    Fields (arrays ``(d,)``): ``mean`` and ``scale`` (> 0). A plain pytree:
+    pass it to jitted functions or store it in a checkpoint. If a flow gives
+    ``log q(z)`` for standardised data, the density in the user's units is
+    ``log p(x) = log q(z) + standardizer_log_det(s)`` with
+    ``standardizer_log_det(s) = -sum_j log scale_j``.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+
+def fit_standardizer(x) -> Standardizer:
+    """Per-column mean and standard deviation of ``x: (n, d)``.
+
+    Constant columns get ``scale = 1`` (they are only centred), so
+    standardising never divides by zero. Computed in float64 on the host;
+    the fields are float64 NumPy arrays ``(d,)``. Raises ``ValueError`` for
+    non-2-D, empty or non-finite data.
+    """
+    arr = np.asarray(x)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"fit_standardizer expects data of shape (n, d) with n, d >= 1, "
+                         f"got shape {arr.shape}.")
+    check_finite(arr, "data given to fit_standardizer")
+    arr = arr.astype(np.float64)
+    mean = arr.mean(axis=0)
+    scale = arr.std(axis=0)
+    constant = np.ptp(arr, axis=0) == 0
+    scale = np.where(constant | (scale == 0), 1.0, scale)
+    return Standardizer(mean=mean, scale=scale)
+
+
+def _check_dim(s: Standardizer, x, fn: str) -> None:
+    d = np.shape(s.mean)[-1] if np.ndim(s.mean) else 1
+    if np.ndim(x) == 0 or np.shape(x)[-1] != d:
+        raise ValueError(f"{fn} expects an array of shape (..., {d}) for this Standardizer, "
+                         f"got shape {tuple(np.shape(x))}.")
+
+
+def _float_dtype(x):
+    return np.promote_types(x.dtype, np.float32)
+
+
+def standardize(s: Standardizer, x):
+    """``z = (x - mean) / scale`` for ``x: (..., d)``; NumPy in, NumPy out; JAX and
+    ``jit`` work too. The result has ``x``'s float dtype."""
+    _check_dim(s, x, "standardize")
+    dt = _float_dtype(x)
+    return (x.astype(dt) - s.mean.astype(dt)) / s.scale.astype(dt)
+
+
+def unstandardize(s: Standardizer, z):
+    """``x = z * scale + mean`` for ``z: (..., d)``: the inverse of :func:`standardize`."""
+    _check_dim(s, z, "unstandardize")
+    dt = _float_dtype(z)
+    return z.astype(dt) * s.scale.astype(dt) + s.mean.astype(dt)
+
+
+def standardizer_log_det(s: Standardizer):
+    """``log|dz/dx| = -sum_j log scale_j``, a scalar ``()``.
+
+    Add it to log-likelihoods of standardised data to get log-likelihoods in
+    the data's own units: ``log p(x) = log q((x - mean) / scale) + this``.
+    """
+    xp = np if isinstance(s.scale, np.ndarray) else jnp
+    return -xp.sum(xp.log(s.scale))
+
+
+# --------------------------------------------------------------------------
+# Splits and units
+# --------------------------------------------------------------------------
+
+def split(x, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> Tuple:
+    """Shuffle the rows of ``x`` (deterministically from ``seed``) and cut them
+    into ``len(fractions)`` parts, by default train / validation / test.
+
+    Part ``k`` gets rows ``[round(n * c_{k-1}), round(n * c_k))`` of the
+    permutation, where ``c_k`` is the cumulative sum of ``fractions``, so
+    sizes add up to ``n`` exactly. ``x`` may be NumPy or JAX ``(n, ...)``.
+
+    Raises ``ValueError`` if the fractions are negative, do not sum to 1, or
+    leave a part with a positive fraction empty.
+    """
+    fr = np.asarray(fractions, dtype=np.float64)
+    if fr.ndim != 1 or fr.size == 0 or np.any(~np.isfinite(fr)) or np.any(fr < 0) \
+            or not math.isclose(fr.sum(), 1.0, abs_tol=1e-6):
+        raise ValueError(f"fractions must be non-negative numbers summing to 1, "
+                         f"got {tuple(fractions)}.")
+    if np.ndim(x) == 0:
+        raise ValueError("split expects an array of shape (n, ...), got a scalar.")
+    n = np.shape(x)[0]
+    bounds = np.round(np.concatenate([[0.0], np.cumsum(fr)]) * n).astype(np.int64)
+    bounds[-1] = n
+    sizes = np.diff(bounds)
+    if np.any((sizes == 0) & (fr > 0)):
+        raise ValueError(f"split of {n} rows with fractions {tuple(fractions)} leaves "
+                         f"a part empty (sizes {tuple(int(v) for v in sizes)}); "
+                         "use more rows or larger fractions.")
+    perm = _rng(seed).permutation(n)
+    return tuple(x[perm[a:b]] for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+def bits_per_dim(log_likelihood_nats, dim: int):
+    """Average negative log-likelihood in bits per dimension:
+    ``-log_likelihood / (dim * ln 2)``.
+
+    ``log_likelihood_nats`` is a per-example log-likelihood (scalar or array)
+    of a ``dim``-dimensional density, in nats and in the data's own units
+    (include :func:`standardizer_log_det` if the model saw standardised data).
+    For dequantised integer data with unit-width bins (such as :func:`digits`)
+    this bounds the discrete code length.
+    """
+    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}.")
+    return -log_likelihood_nats / (dim * math.log(2.0))
