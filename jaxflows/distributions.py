@@ -82,7 +82,50 @@ def uniform(low, high) -> Distribution:
     return Distribution(init, log_prob, sample, dim)
 
 
-BASES = {"normal": standard_normal, "diag_normal": diag_normal}
+def mixture_of_gaussians(dim: int, num_components: int = 5, *, init_spread: float = 1.0) -> Distribution:
+    """A learnable mixture of ``K`` diagonal Gaussians (the MAF paper's "MAF MoG" base).
+
+    ``p(x) = sum_k pi_k N(x; mu_k, diag(sigma_k^2))`` with ``pi = softmax(logits)``
+    and ``sigma_k = exp(log_scale_k)``::
+
+        log p(x) = logsumexp_k [log pi_k - 0.5 ||(x - mu_k) / sigma_k||^2
+                                - sum_i log sigma_ki] - (dim / 2) log(2 pi)
+
+    Params ``{"logits": (K,), "loc": (K, dim), "log_scale": (K, dim)}``:
+    equal weights, unit scales and means drawn from ``init_spread * N(0, I)``
+    at init (distinct means, so the components do not stay identical under
+    gradient descent).  ``sample`` draws the component by ancestral sampling:
+    samples are not reparameterised through the component choice (for the
+    ELBO use ``log_prob`` of the drawn samples, which is differentiable).
+    """
+    if not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    if not isinstance(num_components, (int, np.integer)) or num_components < 1:
+        raise ValueError(f"num_components must be a positive integer, got {num_components!r}")
+
+    def init(key):
+        return {"logits": jnp.zeros((num_components,)),
+                "loc": init_spread * jax.random.normal(key, (num_components, dim)),
+                "log_scale": jnp.zeros((num_components, dim))}
+
+    def log_prob(params, x):
+        x = jnp.asarray(x)
+        u = (x[..., None, :] - params["loc"]) * jnp.exp(-params["log_scale"])  # (..., K, dim)
+        comp = -0.5 * jnp.sum(u**2, axis=-1) - jnp.sum(params["log_scale"], axis=-1)
+        log_w = jax.nn.log_softmax(params["logits"])
+        return jax.scipy.special.logsumexp(comp + log_w, axis=-1) - 0.5 * dim * _LOG_2PI
+
+    def sample(params, key, sample_shape=()):
+        k_c, k_e = jax.random.split(key)
+        shape = tuple(sample_shape)
+        idx = jax.random.categorical(k_c, params["logits"], shape=shape)
+        eps = jax.random.normal(k_e, shape + (dim,), params["loc"].dtype)
+        return params["loc"][idx] + jnp.exp(params["log_scale"][idx]) * eps
+
+    return Distribution(init, log_prob, sample, dim)
+
+
+BASES = {"normal": standard_normal, "diag_normal": diag_normal, "mog": mixture_of_gaussians}
 
 
 def make_base(base, dim: int) -> Distribution:

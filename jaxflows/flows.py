@@ -16,7 +16,10 @@ import numpy as np
 from ._checks import check_batch, check_context
 from ._types import Array, Bijector, Distribution, Params
 from .bijectors.autoregressive import iaf_layer, maf_layer
+from .bijectors.batchnorm import stack_with_batch_norm
 from .bijectors.combinators import stack
+from .bijectors.coupling import affine_coupling, alternating_mask, coupling, half_mask
+from .bijectors.spline import rational_quadratic_spline
 from .distributions import make_base
 
 
@@ -41,6 +44,12 @@ class Flow(NamedTuple):
 
     ``config`` is ``{"factory": name, "kwargs": {...}}`` for flows built by a
     factory (so a checkpoint can rebuild the flow), else ``None``.
+
+    ``train_log_prob`` is ``None`` unless the flow has batch-norm layers
+    (``batch_norm=True``); then it is the training-mode density
+    ``train_log_prob(params, x: (B, dim), context=None) -> (log_prob (B,),
+    new_params)`` that normalises with batch statistics and returns params
+    with updated running statistics (see ``jaxflows.bijectors.batchnorm``).
     """
 
     init: Callable
@@ -54,6 +63,7 @@ class Flow(NamedTuple):
     bijector: Bijector
     base: Distribution
     config: Optional[Dict[str, Any]]
+    train_log_prob: Optional[Callable] = None
 
 
 def _map_events(fn, x: Array, context: Optional[Array]):
@@ -157,9 +167,8 @@ def layer_orders(dim: int, num_layers: int, permutation: str = "reverse", seed: 
     return np.stack(orders).astype(np.int32)
 
 
-def _autoregressive_flow(factory: str, make_layer, dim, num_layers, hidden, context_dim,
-                         residual, activation, permutation, permutation_seed, base, min_scale):
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
+def _check_common(dim, num_layers, context_dim, activation):
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -167,39 +176,84 @@ def _autoregressive_flow(factory: str, make_layer, dim, num_layers, hidden, cont
         raise ValueError(f"context_dim must be None or a positive integer, got {context_dim}")
     if not isinstance(activation, str):
         raise TypeError("activation must be a name (a string) so that checkpoints can rebuild the flow")
+
+
+def _train_log_prob(flow: Flow, train_inverse) -> Callable:
+    """Training-mode ``log_prob`` of a flow whose bijector came from
+    :func:`~jaxflows.bijectors.batchnorm.stack_with_batch_norm`."""
+    dim, context_dim, base = flow.dim, flow.context_dim, flow.base
+
+    def train_log_prob(params, x, context=None):
+        x = check_batch(x, dim, "x")
+        if x.ndim != 2:
+            raise ValueError(f"train_log_prob needs a batch x of shape (B, {dim}), got {tuple(x.shape)}")
+        context = check_context(context, context_dim, batched=True)
+        if context is not None:
+            context = jnp.broadcast_to(context, x.shape[:1] + (context_dim,))
+        z, log_det, new_bijector = train_inverse(params["bijector"], x, context)
+        log_base = jax.vmap(lambda zi: base.log_prob(params["base"], zi))(z)
+        return log_base + log_det, {**params, "bijector": new_bijector}
+
+    return train_log_prob
+
+
+def _stacked_flow(make_layer, num_layers, per_layer, base, *, dim, context_dim, config, batch_norm):
+    """``num_layers`` layers ``make_layer(per_layer[l])`` under ``lax.scan``, with a
+    batch-norm layer after each layer (density direction) when ``batch_norm``."""
+    if not batch_norm:
+        bijector = stack(make_layer, num_layers, per_layer=per_layer)
+        return transformed(bijector, base, dim=dim, context_dim=context_dim, config=config)
+    bijector, train_inverse = stack_with_batch_norm(make_layer, num_layers, dim, per_layer=per_layer)
+    flow = transformed(bijector, base, dim=dim, context_dim=context_dim, config=config)
+    return flow._replace(train_log_prob=_train_log_prob(flow, train_inverse))
+
+
+def _autoregressive_flow(factory: str, make_layer, dim, num_layers, hidden, context_dim,
+                         residual, activation, permutation, permutation_seed, base, min_scale,
+                         batch_norm=False):
+    _check_common(dim, num_layers, context_dim, activation)
     hidden = tuple(int(h) for h in hidden)
     orders = layer_orders(dim, num_layers, permutation, permutation_seed)
     kwargs = dict(hidden=hidden, context_dim=context_dim, residual=residual,
                   activation=activation, min_scale=min_scale)
-    bijector = stack(lambda order: make_layer(dim, order=order, **kwargs), num_layers, per_layer=orders)
     config = None if not isinstance(base, str) else {"factory": factory, "kwargs": dict(
         dim=int(dim), num_layers=int(num_layers), hidden=list(hidden), context_dim=context_dim,
         residual=bool(residual), activation=activation, permutation=permutation,
         permutation_seed=int(permutation_seed), base=base,
         min_scale=float(min_scale))}
-    return transformed(bijector, base, dim=dim, context_dim=context_dim, config=config)
+    if config is not None and batch_norm:
+        config["kwargs"]["batch_norm"] = True
+    return _stacked_flow(lambda order: make_layer(dim, order=order, **kwargs), num_layers, orders,
+                         base, dim=dim, context_dim=context_dim, config=config, batch_norm=batch_norm)
 
 
 def maf(dim: int, *, num_layers: int = 5, hidden: Sequence[int] = (64, 64),
         context_dim: Optional[int] = None, residual: bool = False, activation: str = "relu",
         permutation: str = "reverse", permutation_seed: int = 0,
-        base: Union[str, Distribution] = "normal", min_scale: float = 1e-3) -> Flow:
+        base: Union[str, Distribution] = "normal", min_scale: float = 1e-3,
+        batch_norm: bool = False) -> Flow:
     """Masked autoregressive flow (Papamakarios et al. 2017).
 
     ``num_layers`` :func:`~jaxflows.bijectors.maf_layer` s, stacked under
     ``lax.scan``, each ``x_i = mu_i(x_<i) + sigma_i(x_<i) * z_i``:
     ``log_prob`` is one parallel MADE pass per layer, ``sample`` is ``dim``
     sequential passes per layer.  Between layers the variable order is
-    permuted (``permutation``, see :func:`layer_orders`).
+    permuted (``permutation``, see :func:`layer_orders`).  ``base`` is a name
+    in ``jaxflows.distributions.BASES`` (``"normal"``, ``"diag_normal"``,
+    ``"mog"``) or a ``Distribution``; ``batch_norm=True`` puts a batch-norm
+    layer after every MADE layer in the density direction (see
+    ``Flow.train_log_prob``).
     """
     return _autoregressive_flow("maf", maf_layer, dim, num_layers, hidden, context_dim, residual,
-                                activation, permutation, permutation_seed, base, min_scale)
+                                activation, permutation, permutation_seed, base, min_scale,
+                                batch_norm)
 
 
 def iaf(dim: int, *, num_layers: int = 5, hidden: Sequence[int] = (64, 64),
         context_dim: Optional[int] = None, residual: bool = False, activation: str = "relu",
         permutation: str = "reverse", permutation_seed: int = 0,
-        base: Union[str, Distribution] = "normal", min_scale: float = 1e-3) -> Flow:
+        base: Union[str, Distribution] = "normal", min_scale: float = 1e-3,
+        batch_norm: bool = False) -> Flow:
     """Inverse autoregressive flow (Kingma et al. 2016).
 
     Each layer is ``x_i = mu_i(z_<i) + sigma_i(z_<i) * z_i``: ``sample`` and
@@ -208,10 +262,103 @@ def iaf(dim: int, *, num_layers: int = 5, hidden: Sequence[int] = (64, 64),
     arbitrary ``x`` is ``dim`` sequential passes per layer.
     """
     return _autoregressive_flow("iaf", iaf_layer, dim, num_layers, hidden, context_dim, residual,
-                                activation, permutation, permutation_seed, base, min_scale)
+                                activation, permutation, permutation_seed, base, min_scale,
+                                batch_norm)
 
 
-FACTORIES: Dict[str, Callable[..., Flow]] = {"maf": maf, "iaf": iaf}
+def coupling_masks(dim: int, num_layers: int, mask: str = "alternate") -> np.ndarray:
+    """Each coupling layer's mask (``True`` = conditioning), shape ``(num_layers, dim)``.
+
+    ``"alternate"``: even coordinates condition in even layers, odd ones in odd
+    layers; ``"half"``: the first ``ceil(dim / 2)`` coordinates condition in
+    even layers, the rest in odd layers.  Consecutive layers are complementary,
+    so every coordinate is transformed by every other layer.
+    """
+    if mask == "alternate":
+        make = alternating_mask
+    elif mask == "half":
+        make = half_mask
+    else:
+        raise ValueError(f"mask must be 'alternate' or 'half', got {mask!r}")
+    return np.stack([make(dim, l % 2) for l in range(num_layers)])
+
+
+def realnvp(dim: int, *, num_layers: int = 5, hidden: Sequence[int] = (64, 64),
+            context_dim: Optional[int] = None, activation: str = "relu", mask: str = "alternate",
+            base: Union[str, Distribution] = "normal", min_scale: float = 1e-3,
+            batch_norm: bool = False) -> Flow:
+    """RealNVP (Dinh et al. 2017): ``num_layers`` affine coupling layers.
+
+    Layer ``l`` keeps the coordinates of ``coupling_masks(dim, num_layers,
+    mask)[l]`` and maps the others by ``x_i = mu_i + sigma_i * z_i`` with
+    ``(mu, log sigma)`` from an MLP of the kept ones (and the context):
+    ``log_prob`` and ``sample`` are both one parallel pass per layer.  Layers
+    are stacked under ``lax.scan`` (the masks are scanned, never params).
+    ``base`` and ``batch_norm`` as in :func:`maf`.
+    """
+    _check_common(dim, num_layers, context_dim, activation)
+    hidden = tuple(int(h) for h in hidden)
+    masks = coupling_masks(dim, num_layers, mask)
+    config = None if not isinstance(base, str) else {"factory": "realnvp", "kwargs": dict(
+        dim=int(dim), num_layers=int(num_layers), hidden=list(hidden), context_dim=context_dim,
+        activation=activation, mask=mask, base=base, min_scale=float(min_scale),
+        batch_norm=bool(batch_norm))}
+
+    def make_layer(m):
+        return affine_coupling(dim, m, min_scale=min_scale, hidden=hidden,
+                               context_dim=context_dim, activation=activation)
+
+    return _stacked_flow(make_layer, num_layers, masks, base, dim=dim, context_dim=context_dim,
+                         config=config, batch_norm=batch_norm)
+
+
+def nsf(dim: int, *, num_layers: int = 5, hidden: Sequence[int] = (64, 64), num_bins: int = 8,
+        bound: float = 3.0, context_dim: Optional[int] = None, coupling_layers: bool = False,
+        residual: bool = False, activation: str = "relu", permutation: str = "reverse",
+        permutation_seed: int = 0, mask: str = "alternate",
+        base: Union[str, Distribution] = "normal", batch_norm: bool = False) -> Flow:
+    """Neural spline flow (Durkan et al. 2019) with rational-quadratic splines.
+
+    Each layer maps ``x_i = tau(z_i; theta_i)`` with ``tau`` the
+    ``rational_quadratic_spline(num_bins, bound)`` (identity outside
+    ``[-bound, bound]``):
+
+    - ``coupling_layers=False`` (default): an *autoregressive* NSF, the MAF
+      kernel with the spline, ``theta_i = MADE(x_<i)``: ``log_prob`` is one
+      parallel pass per layer, ``sample`` is sequential; orders permuted
+      between layers as in :func:`maf` (``permutation``, ``residual``).
+    - ``coupling_layers=True``: a coupling NSF, ``theta = MLP(x * mask)`` with
+      masks as in :func:`realnvp` (``mask``): both directions parallel.
+
+    ``base`` and ``batch_norm`` as in :func:`maf`.
+    """
+    _check_common(dim, num_layers, context_dim, activation)
+    hidden = tuple(int(h) for h in hidden)
+    spline = rational_quadratic_spline(int(num_bins), float(bound))
+    config = None if not isinstance(base, str) else {"factory": "nsf", "kwargs": dict(
+        dim=int(dim), num_layers=int(num_layers), hidden=list(hidden), num_bins=int(num_bins),
+        bound=float(bound), context_dim=context_dim, coupling_layers=bool(coupling_layers),
+        residual=bool(residual), activation=activation, permutation=permutation,
+        permutation_seed=int(permutation_seed), mask=mask, base=base, batch_norm=bool(batch_norm))}
+    if coupling_layers:
+        if residual:
+            raise ValueError("residual=True applies to the autoregressive NSF (MADE), not to coupling_layers=True")
+        per_layer = coupling_masks(dim, num_layers, mask)
+
+        def make_layer(m):
+            return coupling(dim, spline, m, hidden=hidden, context_dim=context_dim, activation=activation)
+    else:
+        per_layer = layer_orders(dim, num_layers, permutation, permutation_seed)
+
+        def make_layer(order):
+            return maf_layer(dim, transformer=spline, order=order, hidden=hidden,
+                             context_dim=context_dim, residual=residual, activation=activation)
+
+    return _stacked_flow(make_layer, num_layers, per_layer, base, dim=dim, context_dim=context_dim,
+                         config=config, batch_norm=batch_norm)
+
+
+FACTORIES: Dict[str, Callable[..., Flow]] = {"maf": maf, "iaf": iaf, "realnvp": realnvp, "nsf": nsf}
 
 
 def from_config(config: Dict[str, Any]) -> Flow:

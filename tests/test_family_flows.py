@@ -1,0 +1,158 @@
+"""Every flow factory: the Flow API, normalisation, bases, configs and -- for
+every factory -- that the context reaches every conditioner (flowjax #147)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxflows.flows as flows
+from jaxflows._types import Bijector
+from jaxflows.bijectors import maf_layer
+from jaxflows.distributions import make_base, mixture_of_gaussians
+from jaxflows.testing import perturb_params
+
+KEY = jax.random.PRNGKey(0)
+SMALL = dict(num_layers=2, hidden=(8,))
+# every factory, plus the variants whose conditioners differ
+VARIANTS = {
+    "maf": dict(factory="maf"),
+    "iaf": dict(factory="iaf"),
+    "realnvp": dict(factory="realnvp"),
+    "nsf": dict(factory="nsf", num_bins=4),
+    "nsf_coupling": dict(factory="nsf", num_bins=4, coupling_layers=True),
+    "maf_batch_norm_mog": dict(factory="maf", batch_norm=True, base="mog"),
+    "realnvp_batch_norm": dict(factory="realnvp", batch_norm=True, mask="half"),
+}
+
+
+def build(variant, **extra):
+    kw = dict(VARIANTS[variant])
+    factory = flows.FACTORIES[kw.pop("factory")]
+    return factory(extra.pop("dim", 3), **SMALL, **kw, **extra)
+
+
+def test_every_factory_is_covered():
+    assert {v["factory"] for v in VARIANTS.values()} == set(flows.FACTORIES)
+
+
+def assert_context_matters(flow, params, x, key=jax.random.PRNGKey(5)):
+    """log p(x | c) must change with c, and the context must reach EVERY layer's
+    conditioner: each stacked layer's context weights get a non-zero gradient."""
+    c1 = jax.random.normal(key, (flow.context_dim,))
+    c2 = -c1 + 1.0
+    lp1, lp2 = flow.log_prob(params, x, c1), flow.log_prob(params, x, c2)
+    assert np.all(np.isfinite(lp1)) and np.all(np.isfinite(lp2))
+    assert np.max(np.abs(lp1 - lp2)) > 1e-3, "log_prob does not depend on the context"
+    s1 = flow.sample(params, jax.random.PRNGKey(1), (4,), c1)
+    s2 = flow.sample(params, jax.random.PRNGKey(1), (4,), c2)
+    assert np.max(np.abs(s1 - s2)) > 1e-3, "samples do not depend on the context"
+    grads = jax.grad(lambda p: jnp.sum(flow.log_prob(p, x, c1)))(params)
+    ctx_leaves = [g for path, g in jax.tree_util.tree_flatten_with_path(grads["bijector"])[0]
+                  if str(path[-1]) == "['c']"]
+    assert ctx_leaves, "no context weights ('c') found in the conditioners"
+    per_layer = sum(np.abs(np.asarray(g)).reshape(g.shape[0], -1).sum(1) for g in ctx_leaves)
+    assert np.all(per_layer > 0), f"context ignored by layer(s) {np.flatnonzero(per_layer == 0)}"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_context_changes_the_density(variant):
+    flow = build(variant, context_dim=2)
+    assert flow.context_dim == 2
+    params = perturb_params(flow.init(KEY), jax.random.PRNGKey(1), 0.2)
+    x = jax.random.normal(jax.random.PRNGKey(2), (6, 3))
+    assert_context_matters(flow, params, x)
+    # batched contexts: one row per event
+    ctx = jax.random.normal(jax.random.PRNGKey(3), (6, 2))
+    lp = flow.log_prob(params, x, ctx)
+    lp0 = jnp.stack([flow.log_prob(params, x[i], ctx[i]) for i in range(6)])
+    np.testing.assert_allclose(lp, lp0, rtol=1e-4, atol=1e-4)
+    xs, lps = flow.sample_and_log_prob(params, KEY, (5,), ctx[:2])
+    assert xs.shape == (5, 2, 3)
+    np.testing.assert_allclose(lps, flow.log_prob(params, xs, ctx[:2]), rtol=1e-3, atol=1e-3)
+
+
+def test_context_check_catches_a_conditioner_that_ignores_its_context():
+    """The flowjax #147 bug class: a flow declares a context but drops it."""
+    inner = maf_layer(3, hidden=(8,))  # unconditional conditioner
+    buggy = Bijector(inner.init, lambda p, x, c=None: inner.forward(p, x),
+                     lambda p, y, c=None: inner.inverse(p, y))
+    flow = flows.transformed(buggy, "normal", dim=3, context_dim=2)
+    params = perturb_params(flow.init(KEY), jax.random.PRNGKey(1), 0.2)
+    with pytest.raises(AssertionError, match="does not depend on the context"):
+        assert_context_matters(flow, params, jnp.ones((2, 3)))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_flow_api_roundtrips_and_config(variant):
+    flow = build(variant)
+    params = perturb_params(flow.init(KEY), jax.random.PRNGKey(1), 0.2)
+    x = 1.5 * jax.random.normal(jax.random.PRNGKey(2), (7, 3))
+    z = flow.to_latent(params, x)
+    np.testing.assert_allclose(flow.from_latent(params, z), x, rtol=1e-4, atol=1e-4)
+    xs, lps = flow.sample_and_log_prob(params, KEY, (2, 3))
+    assert xs.shape == (2, 3, 3) and lps.shape == (2, 3)
+    np.testing.assert_allclose(lps, flow.log_prob(params, xs), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(flow.sample(params, KEY, (2, 3)), xs, rtol=1e-6)
+    rebuilt = flows.from_config(flow.config)
+    assert rebuilt.config == flow.config
+    np.testing.assert_allclose(rebuilt.log_prob(params, x), flow.log_prob(params, x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["realnvp", "nsf", "nsf_coupling", "maf_batch_norm_mog"])
+def test_density_integrates_to_one(variant):
+    flow = build(variant, dim=2)
+    params = perturb_params(flow.init(KEY), jax.random.PRNGKey(1), 0.15)
+    g = np.linspace(-12, 12, 241)
+    xx = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2).astype(np.float32)
+    mass = float(jnp.sum(jnp.exp(flow.log_prob(params, xx)))) * (g[1] - g[0]) ** 2
+    assert abs(mass - 1.0) < 0.02, mass
+
+
+def test_mixture_of_gaussians_base():
+    base = mixture_of_gaussians(2, 3)
+    params = base.init(KEY)
+    assert params["loc"].shape == (3, 2) and np.ptp(np.asarray(params["loc"])) > 0
+    params = {"logits": jnp.log(jnp.array([0.2, 0.3, 0.5])),
+              "loc": jnp.array([[-3.0, 0.0], [0.0, 3.0], [2.0, -2.0]]),
+              "log_scale": jnp.log(jnp.array([[0.5, 1.0], [1.0, 0.3], [0.7, 0.7]]))}
+    x = jnp.array([0.4, -1.1])
+    from scipy.stats import multivariate_normal as mvn
+    want = np.log(sum(w * mvn(m, np.diag(np.exp(2 * s))).pdf(x) for w, m, s in
+                      zip([0.2, 0.3, 0.5], np.asarray(params["loc"]), np.asarray(params["log_scale"]))))
+    np.testing.assert_allclose(base.log_prob(params, x), want, rtol=1e-5)
+    s = base.sample(params, KEY, (20000,))
+    np.testing.assert_allclose(s.mean(0), [0.2 * -3 + 0.5 * 2, 0.3 * 3 + 0.5 * -2], atol=0.05)
+    assert make_base("mog", 4).dim == 4
+    with pytest.raises(ValueError, match="num_components"):
+        mixture_of_gaussians(2, 0)
+
+
+def test_factory_errors():
+    with pytest.raises(ValueError, match="mask must be 'alternate' or 'half'"):
+        flows.realnvp(3, mask="checkerboard")
+    with pytest.raises(ValueError, match="residual=True applies to the autoregressive NSF"):
+        flows.nsf(3, coupling_layers=True, residual=True)
+    with pytest.raises(ValueError, match="context_dim must be None or a positive integer"):
+        flows.realnvp(3, context_dim=0)
+    with pytest.raises(ValueError, match="num_bins"):
+        flows.nsf(3, num_bins=0)
+    with pytest.raises(ValueError, match="dim must be a positive integer"):
+        flows.nsf(0)
+
+
+@pytest.mark.parametrize("variant", ["realnvp", "nsf_coupling"])
+def test_fit_learns_a_correlated_gaussian(variant):
+    from jaxflows import fit
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(1024, 2)).astype(np.float32) @ np.array([[1.0, 0.8], [0.0, 0.6]], np.float32)
+    flow = build(variant, dim=2)
+    params, hist = fit(flow, flow.init(KEY), data, key=KEY, batch_size=128, num_epochs=30,
+                       optimizer=optax.adam(5e-3))
+    # exact NLL of the data-generating Gaussian is about 2.33 nats
+    true_nll = -np.mean(np.log(np.asarray(jax.scipy.stats.multivariate_normal.pdf(
+        data, np.zeros(2), np.array([[1.0, 0.8], [0.8, 1.0]])))))
+    final = -float(jnp.mean(flow.log_prob(params, data)))
+    assert final < hist["train_loss"][0] and final < true_nll + 0.15, (final, true_nll)
