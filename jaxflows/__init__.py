@@ -1,16 +1,27 @@
-"""jaxflows: normalizing flows as pure functions over explicit parameter pytrees."""
+"""jaxflows: normalizing flows as pure functions over explicit parameter pytrees.
 
-from . import bijectors, distributions, nn
+A bijector is ``Bijector(init, forward, inverse)``; a flow is ``Flow(init,
+log_prob, sample, sample_and_log_prob, to_latent, from_latent, ...)``; params
+are plain pytrees.  See README.md for the tour.
+"""
+
+from . import bijectors, checkpoint, data, distributions, interop, nn, testing, vi
 from ._types import Bijector, Distribution, Transformer
 from .bijectors import chain, invert, stack
-from .distributions import diag_normal, standard_normal, uniform
-from .flows import Flow, from_config, iaf, maf, transformed
+from .bijectors.batchnorm import merge_state, split_state
+from .checkpoint import Checkpoint, CheckpointError, load, save
+from .distributions import diag_normal, mixture_of_gaussians, standard_normal, uniform
+from .flows import FACTORIES, Flow, from_config, iaf, layer_orders, maf, nsf, realnvp, transformed
+from .interop import distrax_base, to_distrax
 from .train import fit, make_step, nll_loss
+from .vi import elbo, fit_vi, importance_ess
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Bijector", "Distribution", "Flow", "Transformer", "bijectors", "chain", "diag_normal",
-    "distributions", "fit", "from_config", "iaf", "invert", "maf", "make_step", "nll_loss", "nn",
-    "stack", "standard_normal", "transformed", "uniform",
+    "Bijector", "Checkpoint", "CheckpointError", "Distribution", "FACTORIES", "Flow", "Transformer",
+    "bijectors", "chain", "checkpoint", "data", "diag_normal", "distrax_base", "distributions", "elbo",
+    "fit", "fit_vi", "from_config", "iaf", "importance_ess", "interop", "invert", "layer_orders", "load",
+    "maf", "make_step", "merge_state", "mixture_of_gaussians", "nll_loss", "nn", "nsf", "realnvp", "save",
+    "split_state", "stack", "standard_normal", "testing", "to_distrax", "transformed", "uniform", "vi",
 ]

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from .bijectors.batchnorm import split_state
 from .data import Standardizer
 from .flows import Flow, from_config
 
@@ -257,7 +258,7 @@ def load(path, *, optimizer=None, flow: Optional[Flow] = None) -> Checkpoint:
     Args:
       path: the file.
       optimizer: if given, the optimizer state is restored into
-        ``optimizer.init(params)``'s structure (optax NamedTuples and all).
+        ``optimizer.init(trainable params)``'s structure (optax NamedTuples and all).
       flow: the flow to restore into when the file stores none (a flow without
         ``config``); otherwise the flow is rebuilt from the file.
 
@@ -286,7 +287,7 @@ def load(path, *, optimizer=None, flow: Optional[Flow] = None) -> Checkpoint:
     if record["kind"] == "model" and "opt_state" in record:
         opt_state = record["opt_state"]
         if optimizer is not None:
-            opt_state = _restore(optimizer.init(params), opt_state, where, "optimizer state")
+            opt_state = _restore(optimizer.init(split_state(params)[0]), opt_state, where, "optimizer state")
     step = record.get("step")
     if record["kind"] == "train_state":
         metadata = dict(metadata)

@@ -129,12 +129,19 @@ BASES = {"normal": standard_normal, "diag_normal": diag_normal, "mog": mixture_o
 
 
 def make_base(base, dim: int) -> Distribution:
-    """A base from a name in ``BASES`` or a ready ``Distribution``."""
+    """A base from a name in ``BASES``, a ready ``Distribution`` or a
+    ``distrax.Distribution`` (adapted by ``jaxflows.interop.distrax_base``)."""
     if isinstance(base, Distribution):
         if base.dim != dim:
             raise ValueError(f"base distribution has dim {base.dim}, flow has dim {dim}")
         return base
+    from .interop import distrax_base, is_distrax_distribution  # lazy: interop imports flows
+
+    if is_distrax_distribution(base):
+        return distrax_base(base, dim)
     try:
         return BASES[base](dim)
     except (KeyError, TypeError):
-        raise ValueError(f"base must be one of {sorted(BASES)} or a Distribution, got {base!r}") from None
+        raise ValueError(
+            f"base must be one of {sorted(BASES)}, a Distribution or a distrax distribution, got {base!r}"
+        ) from None

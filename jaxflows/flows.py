@@ -21,6 +21,7 @@ from .bijectors.combinators import stack
 from .bijectors.coupling import affine_coupling, alternating_mask, coupling, half_mask
 from .bijectors.spline import rational_quadratic_spline
 from .distributions import make_base
+from .nn import made_config, sequential_batch_tile
 
 
 class Flow(NamedTuple):
@@ -66,12 +67,18 @@ class Flow(NamedTuple):
     train_log_prob: Optional[Callable] = None
 
 
-def _map_events(fn, x: Array, context: Optional[Array]):
-    """Apply ``fn(x_event, context_event)`` over broadcast batch dimensions."""
+def _map_events(fn, x: Array, context: Optional[Array], tile: Optional[int] = None):
+    """Apply ``fn(x_event, context_event)`` over broadcast batch dimensions.
+
+    With ``tile``, a batch larger than ``tile`` events is mapped in tiles of
+    that many (``lax.map(..., batch_size=tile)``): the sequential direction of
+    an autoregressive flow keeps its per-step working set in cache that way.
+    """
     dim = x.shape[-1]
     if context is None:
         batch = x.shape[:-1]
-        flat = jax.vmap(lambda xi: fn(xi, None))(x.reshape((-1, dim)))
+        args = (x.reshape((-1, dim)),)
+        one = lambda a: fn(a[0], None)  # noqa: E731
     else:
         try:
             batch = jnp.broadcast_shapes(x.shape[:-1], context.shape[:-1])
@@ -81,7 +88,13 @@ def _map_events(fn, x: Array, context: Optional[Array]):
             ) from None
         xb = jnp.broadcast_to(x, batch + (dim,)).reshape((-1, dim))
         cb = jnp.broadcast_to(context, batch + context.shape[-1:]).reshape((-1, context.shape[-1]))
-        flat = jax.vmap(fn)(xb, cb)
+        args = (xb, cb)
+        one = lambda a: fn(*a)  # noqa: E731
+    n = args[0].shape[0]
+    if tile is not None and n > tile:
+        flat = jax.lax.map(one, args, batch_size=tile)
+    else:
+        flat = jax.vmap(one)(args)
     return jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), flat)
 
 
@@ -92,9 +105,16 @@ def transformed(
     dim: int,
     context_dim: Optional[int] = None,
     config: Optional[Dict[str, Any]] = None,
+    forward_tile: Optional[int] = None,
+    inverse_tile: Optional[int] = None,
 ) -> Flow:
     """Build a :class:`Flow` from any bijector and base (``"normal"``,
-    ``"diag_normal"`` or a ``Distribution``)."""
+    ``"diag_normal"``, ``"mog"``, a ``Distribution`` or a distrax distribution).
+
+    ``forward_tile`` / ``inverse_tile``: map batches through that direction of
+    the bijector in tiles of this many events instead of one ``vmap`` (for a
+    sequential direction whose working set should stay in cache).
+    """
     base = make_base(base, dim)
 
     def init(key):
@@ -109,7 +129,7 @@ def transformed(
             z, ld = bijector.inverse(params["bijector"], xi, ci)
             return base.log_prob(params["base"], z) + ld
 
-        return _map_events(one, x, context)
+        return _map_events(one, x, context, inverse_tile)
 
     def _draw(params, key, sample_shape, context):
         context = check_context(context, context_dim, batched=True)
@@ -122,7 +142,7 @@ def transformed(
             x, ld = bijector.forward(params["bijector"], zi, ci)
             return x, base.log_prob(params["base"], zi) - ld
 
-        return _map_events(one, z, context)
+        return _map_events(one, z, context, forward_tile)
 
     def sample(params, key, sample_shape=(), context=None):
         return _draw(params, key, sample_shape, context)[0]
@@ -133,12 +153,14 @@ def transformed(
     def to_latent(params, x, context=None):
         x = check_batch(x, dim, "x")
         context = check_context(context, context_dim, batched=True)
-        return _map_events(lambda xi, ci: bijector.inverse(params["bijector"], xi, ci)[0], x, context)
+        return _map_events(lambda xi, ci: bijector.inverse(params["bijector"], xi, ci)[0], x, context,
+                           inverse_tile)
 
     def from_latent(params, z, context=None):
         z = check_batch(z, dim, "z")
         context = check_context(context, context_dim, batched=True)
-        return _map_events(lambda zi, ci: bijector.forward(params["bijector"], zi, ci)[0], z, context)
+        return _map_events(lambda zi, ci: bijector.forward(params["bijector"], zi, ci)[0], z, context,
+                           forward_tile)
 
     return Flow(init, log_prob, sample, sample_and_log_prob, to_latent, from_latent,
                 dim, context_dim, bijector, base, config)
@@ -197,25 +219,27 @@ def _train_log_prob(flow: Flow, train_inverse) -> Callable:
     return train_log_prob
 
 
-def _stacked_flow(make_layer, num_layers, per_layer, base, *, dim, context_dim, config, batch_norm):
+def _stacked_flow(make_layer, num_layers, per_layer, base, *, dim, context_dim, config, batch_norm,
+                  tiles=None):
     """``num_layers`` layers ``make_layer(per_layer[l])`` under ``lax.scan``, with a
     batch-norm layer after each layer (density direction) when ``batch_norm``."""
+    tiles = tiles or {}
     if not batch_norm:
         bijector = stack(make_layer, num_layers, per_layer=per_layer)
-        return transformed(bijector, base, dim=dim, context_dim=context_dim, config=config)
+        return transformed(bijector, base, dim=dim, context_dim=context_dim, config=config, **tiles)
     bijector, train_inverse = stack_with_batch_norm(make_layer, num_layers, dim, per_layer=per_layer)
-    flow = transformed(bijector, base, dim=dim, context_dim=context_dim, config=config)
+    flow = transformed(bijector, base, dim=dim, context_dim=context_dim, config=config, **tiles)
     return flow._replace(train_log_prob=_train_log_prob(flow, train_inverse))
 
 
 def _autoregressive_flow(factory: str, make_layer, dim, num_layers, hidden, context_dim,
                          residual, activation, permutation, permutation_seed, base, min_scale,
-                         batch_norm=False):
+                         batch_norm=False, method="cached"):
     _check_common(dim, num_layers, context_dim, activation)
     hidden = tuple(int(h) for h in hidden)
     orders = layer_orders(dim, num_layers, permutation, permutation_seed)
     kwargs = dict(hidden=hidden, context_dim=context_dim, residual=residual,
-                  activation=activation, min_scale=min_scale)
+                  activation=activation, min_scale=min_scale, method=method)
     config = None if not isinstance(base, str) else {"factory": factory, "kwargs": dict(
         dim=int(dim), num_layers=int(num_layers), hidden=list(hidden), context_dim=context_dim,
         residual=bool(residual), activation=activation, permutation=permutation,
@@ -223,47 +247,57 @@ def _autoregressive_flow(factory: str, make_layer, dim, num_layers, hidden, cont
         min_scale=float(min_scale))}
     if config is not None and batch_norm:
         config["kwargs"]["batch_norm"] = True
+    if config is not None and method != "cached":
+        config["kwargs"]["method"] = method
+    # the sequential direction (MAF: forward/sampling, IAF: inverse/density) is mapped in
+    # cache-sized tiles; the parallel direction is one vmap
+    tile = sequential_batch_tile(made_config(dim, hidden, 2, context_dim=context_dim))
+    tiles = {"forward_tile": tile} if factory == "maf" else {"inverse_tile": tile}
     return _stacked_flow(lambda order: make_layer(dim, order=order, **kwargs), num_layers, orders,
-                         base, dim=dim, context_dim=context_dim, config=config, batch_norm=batch_norm)
+                         base, dim=dim, context_dim=context_dim, config=config, batch_norm=batch_norm,
+                         tiles=tiles)
 
 
 def maf(dim: int, *, num_layers: int = 5, hidden: Sequence[int] = (64, 64),
         context_dim: Optional[int] = None, residual: bool = False, activation: str = "relu",
         permutation: str = "reverse", permutation_seed: int = 0,
         base: Union[str, Distribution] = "normal", min_scale: float = 1e-3,
-        batch_norm: bool = False) -> Flow:
+        batch_norm: bool = False, method: str = "cached") -> Flow:
     """Masked autoregressive flow (Papamakarios et al. 2017).
 
     ``num_layers`` :func:`~jaxflows.bijectors.maf_layer` s, stacked under
     ``lax.scan``, each ``x_i = mu_i(x_<i) + sigma_i(x_<i) * z_i``:
     ``log_prob`` is one parallel MADE pass per layer, ``sample`` is ``dim``
-    sequential passes per layer.  Between layers the variable order is
+    sequential steps per layer (by default at the arithmetic cost of one pass).  Between layers the variable order is
     permuted (``permutation``, see :func:`layer_orders`).  ``base`` is a name
     in ``jaxflows.distributions.BASES`` (``"normal"``, ``"diag_normal"``,
     ``"mog"``) or a ``Distribution``; ``batch_norm=True`` puts a batch-norm
     layer after every MADE layer in the density direction (see
-    ``Flow.train_log_prob``).
+    ``Flow.train_log_prob``).  ``method`` picks the sequential inversion used
+    by ``sample``: ``"cached"`` (default: one MADE pass of arithmetic in all,
+    see ``jaxflows.nn.made_sequential``) or ``"scan"`` (``dim`` full passes,
+    the reference).
     """
     return _autoregressive_flow("maf", maf_layer, dim, num_layers, hidden, context_dim, residual,
                                 activation, permutation, permutation_seed, base, min_scale,
-                                batch_norm)
+                                batch_norm, method)
 
 
 def iaf(dim: int, *, num_layers: int = 5, hidden: Sequence[int] = (64, 64),
         context_dim: Optional[int] = None, residual: bool = False, activation: str = "relu",
         permutation: str = "reverse", permutation_seed: int = 0,
         base: Union[str, Distribution] = "normal", min_scale: float = 1e-3,
-        batch_norm: bool = False) -> Flow:
+        batch_norm: bool = False, method: str = "cached") -> Flow:
     """Inverse autoregressive flow (Kingma et al. 2016).
 
     Each layer is ``x_i = mu_i(z_<i) + sigma_i(z_<i) * z_i``: ``sample`` and
     ``sample_and_log_prob`` are one parallel pass per layer (IAF's home is
     variational inference, scoring its own samples), while ``log_prob`` of an
-    arbitrary ``x`` is ``dim`` sequential passes per layer.
+    arbitrary ``x`` is sequential (``method`` as in :func:`maf`).
     """
     return _autoregressive_flow("iaf", iaf_layer, dim, num_layers, hidden, context_dim, residual,
                                 activation, permutation, permutation_seed, base, min_scale,
-                                batch_norm)
+                                batch_norm, method)
 
 
 def coupling_masks(dim: int, num_layers: int, mask: str = "alternate") -> np.ndarray:
@@ -340,6 +374,7 @@ def nsf(dim: int, *, num_layers: int = 5, hidden: Sequence[int] = (64, 64), num_
         bound=float(bound), context_dim=context_dim, coupling_layers=bool(coupling_layers),
         residual=bool(residual), activation=activation, permutation=permutation,
         permutation_seed=int(permutation_seed), mask=mask, base=base, batch_norm=bool(batch_norm))}
+    tiles = None
     if coupling_layers:
         if residual:
             raise ValueError("residual=True applies to the autoregressive NSF (MADE), not to coupling_layers=True")
@@ -349,13 +384,15 @@ def nsf(dim: int, *, num_layers: int = 5, hidden: Sequence[int] = (64, 64), num_
             return coupling(dim, spline, m, hidden=hidden, context_dim=context_dim, activation=activation)
     else:
         per_layer = layer_orders(dim, num_layers, permutation, permutation_seed)
+        tiles = {"forward_tile": sequential_batch_tile(
+            made_config(dim, hidden, spline.num_params, context_dim=context_dim))}
 
         def make_layer(order):
             return maf_layer(dim, transformer=spline, order=order, hidden=hidden,
                              context_dim=context_dim, residual=residual, activation=activation)
 
     return _stacked_flow(make_layer, num_layers, per_layer, base, dim=dim, context_dim=context_dim,
-                         config=config, batch_norm=batch_norm)
+                         config=config, batch_norm=batch_norm, tiles=tiles)
 
 
 FACTORIES: Dict[str, Callable[..., Flow]] = {"maf": maf, "iaf": iaf, "realnvp": realnvp, "nsf": nsf}

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .bijectors.batchnorm import merge_state, split_state
 from .flows import Flow
 
 # Training-state file written into ``checkpoint_dir`` by :func:`fit`.
@@ -34,11 +35,24 @@ DATA_AXIS = "data"
 
 
 def nll_loss(flow: Flow) -> Callable:
-    """``loss(params, x, context) = -mean(log p(x | context))`` in nats."""
+    """``loss(params, x, context) = -mean(log p(x | context))`` in nats.
 
-    def loss(params, x, context=None):
-        return -jnp.mean(flow.log_prob(params, x, context))
+    For a flow with batch-norm layers (``flow.train_log_prob`` set) the loss
+    uses the training-mode density (batch statistics) and returns
+    ``(loss, new_state)``: the updated running statistics, which the step
+    stores instead of letting the optimizer touch them.
+    """
+    return _default_loss(flow.log_prob, flow.train_log_prob)
 
+
+def _default_loss(log_prob: Callable, train_log_prob: Optional[Callable]) -> Callable:
+    if train_log_prob is None:
+        def loss(params, x, context=None):
+            return -jnp.mean(log_prob(params, x, context))
+    else:
+        def loss(params, x, context=None):
+            lp, new_params = train_log_prob(params, x, context)
+            return -jnp.mean(lp), split_state(new_params)[1]
     return loss
 
 
@@ -56,14 +70,29 @@ def _select(ok, new, old):
 def _guarded_update(loss_fn, optimizer, params, opt_state, x, context):
     """``(params, opt_state, loss, ok)`` after one guarded optax step.
 
+    The optimizer sees only the trainable part of ``params``
+    (``batchnorm.split_state``); state leaves such as batch-norm running
+    statistics are replaced by what ``loss_fn`` returns beside the loss (a
+    loss that returns a bare scalar leaves them as they are).
     ``ok = isfinite(loss) and all(isfinite(grads))``; when ``ok`` is false the
     returned params and optimizer state are the inputs, bit for bit.
     """
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, context)
-    updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
+    trainable, state = split_state(params)
+
+    def objective(t):
+        out = loss_fn(merge_state(t, state), x, context)
+        return out if isinstance(out, tuple) else (out, state)
+
+    (loss, new_state), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
+    updates, new_opt_state = optimizer.update(grads, opt_state, trainable)
+    new_params = merge_state(optax.apply_updates(trainable, updates), new_state)
     ok = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new_params)
     return (_select(ok, new_params, params), _select(ok, new_opt_state, opt_state), loss, ok)
+
+
+def init_optimizer(optimizer: optax.GradientTransformation, params):
+    """The optimizer state for ``params``' trainable part (state leaves excluded)."""
+    return optimizer.init(split_state(params)[0])
 
 
 def make_step(flow: Flow, optimizer: optax.GradientTransformation,
@@ -138,13 +167,12 @@ def _eval_step(log_prob: Callable):
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(log_prob: Callable, optimizer, loss_fn, mesh):
+def _compiled(log_prob: Callable, train_log_prob: Optional[Callable], optimizer, loss_fn, mesh):
     """Jitted ``(train_step, eval_step)``, memoised on their (hashable) inputs so
     that repeated ``fit`` calls with the same flow and optimizer (a resumed
     run, a sweep over data) reuse jit's compilation cache."""
     if loss_fn is None:
-        def loss_fn(params, x, context=None):
-            return -jnp.mean(log_prob(params, x, context))
+        loss_fn = _default_loss(log_prob, train_log_prob)
     kw = {} if mesh is None else {
         "out_shardings": jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())}
     return jax.jit(_train_step(loss_fn, optimizer), **kw), jax.jit(_eval_step(log_prob), **kw)
@@ -386,9 +414,10 @@ def fit(
     # ---- compiled functions ---------------------------------------------
     place = _placer(mesh)
     try:
-        train_step, eval_step = _compiled(flow.log_prob, optimizer, loss_fn, mesh)
+        train_step, eval_step = _compiled(flow.log_prob, flow.train_log_prob, optimizer, loss_fn, mesh)
     except TypeError:  # an unhashable optimizer or loss: no memo
-        train_step, eval_step = _compiled.__wrapped__(flow.log_prob, optimizer, loss_fn, mesh)
+        train_step, eval_step = _compiled.__wrapped__(flow.log_prob, flow.train_log_prob, optimizer,
+                                                      loss_fn, mesh)
 
     def validate(p):
         if not has_val:
@@ -405,7 +434,7 @@ def fit(
         return total / m if bad == 0 else float("inf")
 
     # ---- state, or resume -------------------------------------------------
-    opt_state = optimizer.init(params)
+    opt_state = init_optimizer(optimizer, params)
     history: Dict[str, Any] = {"train_loss": [], "val_loss": [], "epoch_seconds": [],
                                "skipped_steps": []}
     best_params, best_val, best_epoch, since_best, start_epoch = params, math.inf, -1, 0, 0

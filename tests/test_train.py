@@ -215,3 +215,28 @@ def test_batch_size_must_fit_the_mesh():
     with pytest.raises(ValueError, match="axis named 'data'"):
         fit(flow, flow.init(jax.random.PRNGKey(0)), x, key=jax.random.PRNGKey(1), mesh=mesh,
             num_epochs=1, progress=False)
+
+
+def test_fit_batch_norm_flow_keeps_running_stats_out_of_the_optimizer():
+    """fit threads batch-norm running statistics as state: they track the data, the
+    optimizer (here with weight decay, which would shrink any param it sees) never moves them."""
+    import optax
+    from jaxflows.bijectors.batchnorm import split_state
+
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(512, 3)) * np.array([3.0, 0.5, 1.0]) + np.array([5.0, -2.0, 0.0])).astype(np.float32)
+    flow = jf.maf(3, num_layers=2, hidden=(8,), batch_norm=True)
+    params = flow.init(jax.random.PRNGKey(0))
+    state0 = [np.asarray(a) for a in jax.tree_util.tree_leaves(split_state(params)[1])]
+    opt = optax.adamw(3e-3, weight_decay=0.5)
+    out, hist = jf.fit(flow, params, data, key=jax.random.PRNGKey(1), optimizer=opt, batch_size=128,
+                       num_epochs=10, patience=None, progress=False, val_fraction=0.0)
+    state1 = [np.asarray(a) for a in jax.tree_util.tree_leaves(split_state(out)[1])]
+    assert len(state1) == len(state0) > 0
+    assert any(not np.allclose(a, b) for a, b in zip(state0, state1)), "running statistics never updated"
+    # evaluation mode (running statistics) now models the un-standardised data about as well as
+    # training mode (batch statistics); the identity flow would score it near 23 nats
+    eval_nll = -float(jnp.mean(flow.log_prob(out, data)))
+    gauss_nll = 0.5 * 3 * np.log(2 * np.pi * np.e) + np.log(3.0 * 0.5 * 1.0)
+    assert abs(eval_nll - hist["train_loss"][-1]) < 0.2
+    assert eval_nll < gauss_nll + 0.3
