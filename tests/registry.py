@@ -13,6 +13,7 @@ holds whole flows' bijectors (compositions of registered parts), run in float32.
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from jaxflows import flows
@@ -20,6 +21,7 @@ from jaxflows.bijectors import (
     chain,
     elementwise_affine,
     iaf_layer,
+    logit,
     invert,
     maf_layer,
     permute,
@@ -90,6 +92,9 @@ REGISTRY = {
     # permutations
     "permute": lambda: (permute([2, 0, 3, 1]), dict(dim=D)),
     "reverse": lambda: (reverse(D), dict(dim=D)),
+    "logit": lambda: (logit(D, alpha=0.05), dict(dim=D, data_domain=jax.nn.sigmoid)),
+    "logit_pixels": lambda: (logit(D, alpha=1e-6, scale=256.0),
+                             dict(dim=D, data_domain=lambda v: 256 * jax.nn.sigmoid(v))),
     "random_permutation": lambda: (random_permutation(5, seed=3), dict(dim=5)),
     # combinators
     "chain": lambda: (chain(maf_layer(D, hidden=H), reverse(D), elementwise_affine(D)), dict(dim=D)),

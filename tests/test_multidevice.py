@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent("""
     auto = _auto_mesh(mesh)
     batch = _placer(auto)(x[:64])
     shards = sorted(s.data.shape for s in batch.addressable_shards)
-    step, _ = _compiled(flow.log_prob, opt, None, auto)
+    step, _ = _compiled(flow.log_prob, flow.train_log_prob, opt, None, auto)
     carry = _replicate(Carry(p0, opt.init(p0), _zero_stats()), auto)
     hlo = step.lower(carry, batch, None).compile().as_text()
     print(json.dumps({"max_param_diff": diff, "max_param_change": scale,
