@@ -309,7 +309,18 @@ def _plot_report(path, history, data, samples, max_pairs: int = 3) -> str:
                    label="test data")
         ax.scatter(samples[:m, a], samples[:m, b] if b != a else np.zeros(m), s=3, alpha=0.5,
                    label="flow samples")
-        ax.set(xlabel=f"x[{a}]", ylabel=f"x[{b}]", title=f"dims {a}, {b}")
+        # axes fitted to the data (a few far-tail samples would otherwise squash the plot);
+        # the title says how many samples fall outside
+        lo, hi = np.nanpercentile(data[:, [a, b]], [0.5, 99.5], axis=0)
+        pad = 0.25 * (hi - lo) + 1e-6
+        lo, hi = lo - pad, hi + pad
+        ax.set_xlim(lo[0], hi[0])
+        if b != a:
+            ax.set_ylim(lo[1], hi[1])
+        s = samples[:m][:, [a, b]]
+        outside = int(np.sum(~np.all((s >= lo) & (s <= hi), axis=1)))
+        ax.set(xlabel=f"x[{a}]", ylabel=f"x[{b}]",
+               title=f"dims {a}, {b}" + (f" ({outside}/{m} samples off-axes)" if outside else ""))
         ax.legend(markerscale=3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
