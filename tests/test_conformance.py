@@ -45,3 +45,22 @@ def test_registry_float64(shard):
     )
     assert proc.returncode == 0, f"float64 conformance failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
     assert f"{len(names)} passed" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_registry_names_every_public_bijector():
+    """A bijector factory exported by ``jaxflows.bijectors`` without a registry
+    entry fails here (entries are matched by name prefix)."""
+    import jaxflows.bijectors as jb
+
+    public = {n for n in getattr(jb, "__all__", []) if n not in NOT_BIJECTORS}
+    missing = {n for n in public if not any(k.startswith(n) or n in k for k in REGISTRY)}
+    assert not missing, f"bijectors without a conformance entry in tests/registry.py: {sorted(missing)}"
+
+
+# exported names that are not bijector factories (transformers, helpers)
+NOT_BIJECTORS = {
+    "affine", "autoregressive", "elementwise", "rational_quadratic_spline",
+    "spline_num_params", "spline_knots", "to_distrax_kwargs", "alternating_mask", "half_mask",
+    "check_mask", "batch_norm_train", "split_state", "merge_state", "has_state",
+    "stack_with_batch_norm", "actnorm_init_from_data", "init_from_data", "STATE_KEYS",
+}
