@@ -7,14 +7,14 @@ inference is ``x -> z``.  Params: ``{"bijector": ..., "base": ...}``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_batch, check_context
-from ._types import Array, Bijector, Distribution, Params
+from ._types import Array, Bijector, Distribution
 from .bijectors.autoregressive import iaf_layer, maf_layer
 from .bijectors.batchnorm import stack_with_batch_norm
 from .bijectors.combinators import stack

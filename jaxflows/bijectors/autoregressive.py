@@ -42,7 +42,7 @@ from .._checks import check_context, check_event
 from .._types import Bijector, Transformer
 from ..nn import check_order, made_apply, made_config, made_init, made_sequential
 from .combinators import invert
-from .elementwise import affine, invert_transformer
+from .elementwise import affine
 
 METHODS = ("cached", "scan")
 
@@ -125,11 +125,12 @@ def iaf_layer(dim: int, *, min_scale: float = 1e-3, **kwargs) -> Bijector:
     """Inverse autoregressive flow layer: ``x_i = mu_i(z_<i) + sigma_i(z_<i) * z_i``.
 
     - forward (z -> x): one parallel MADE pass; ``log_det = sum_i log sigma_i``
-    - inverse (x -> z): ``dim`` sequential passes; ``log_det = -sum_i log sigma_i``
+    - inverse (x -> z): ``dim`` sequential steps (``method``, see
+      :func:`autoregressive`); ``log_det = -sum_i log sigma_i``
 
     ``sigma = softplus(s + c) + min_scale`` (see ``elementwise.affine``).
     Keyword arguments go to :func:`autoregressive` (hidden, context_dim, order,
-    residual, activation).
+    residual, activation, method).
     """
     return autoregressive(dim, affine(min_scale), **kwargs)
 

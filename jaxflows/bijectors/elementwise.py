@@ -49,11 +49,6 @@ def affine(min_scale: float = 1e-3) -> Transformer:
     return Transformer(2, forward, inverse)
 
 
-def invert_transformer(t: Transformer) -> Transformer:
-    """The transformer whose forward is ``t.inverse`` (still identity at 0)."""
-    return Transformer(t.num_params, t.inverse, t.forward)
-
-
 def elementwise(transformer: Transformer, dim: int) -> Bijector:
     """A learnable element-wise bijector: ``y_i = tau(x_i; theta_i)``.
 
