@@ -7,6 +7,7 @@ inference is ``x -> z``.  Params: ``{"bijector": ..., "base": ...}``.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Union
 
 import jax
@@ -98,6 +99,28 @@ def _map_events(fn, x: Array, context: Optional[Array], tile: Optional[int] = No
     return jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), flat)
 
 
+def _static_shape(sample_shape) -> tuple:
+    """``sample_shape`` as a tuple of Python ints, or a ``TypeError`` that says how to jit.
+
+    The number of samples fixes the output's shape, so under ``jax.jit`` it must be a
+    compile-time constant: ``jax.jit(flow.sample, static_argnums=2)``, or close over it.
+    """
+    shape = (sample_shape,) if isinstance(sample_shape, (int, np.integer)) else sample_shape
+    if isinstance(shape, jax.core.Tracer) or (
+            isinstance(shape, (tuple, list)) and any(isinstance(s, jax.core.Tracer) for s in shape)):
+        raise TypeError(
+            "sample_shape was traced by jax.jit, but it fixes the output's shape and must be a "
+            "constant: use jax.jit(flow.sample, static_argnums=2) (sample_shape as a tuple or int), "
+            "or close over it: jax.jit(lambda params, key: flow.sample(params, key, (n,)))")
+    try:
+        shape = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"sample_shape must be an int or a tuple of ints, got {sample_shape!r}") from None
+    if any(s < 0 for s in shape):
+        raise ValueError(f"sample_shape must hold non-negative ints, got {sample_shape!r}")
+    return shape
+
+
 def transformed(
     bijector: Bijector,
     base: Union[str, Distribution],
@@ -133,8 +156,7 @@ def transformed(
 
     def _draw(params, key, sample_shape, context):
         context = check_context(context, context_dim, batched=True)
-        if isinstance(sample_shape, int):
-            sample_shape = (sample_shape,)
+        sample_shape = _static_shape(sample_shape)
         ctx_batch = () if context is None else context.shape[:-1]
         z = base.sample(params["base"], key, tuple(sample_shape) + ctx_batch)
 
