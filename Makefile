@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-test
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: demo test bench realdata install clean
+.PHONY: demo test notebooks bench realdata install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q
+
+# Re-run every tutorial (notebooks/*.py, jupytext percent format) at full size and write its
+# .ipynb with outputs; the [notebooks] extra brings jupyterlab, jupytext and the kernel.
+NB_STAMP := $(VENV)/.installed-notebooks
+$(NB_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e ".[notebooks]"
+	touch $(NB_STAMP)
+
+notebooks: $(NB_STAMP)
+	$(PY) tools/run_notebooks.py
 
 # Peers (flowjax, zuko, torch CPU) live in their own venv: each library is timed in its own process.
 $(BENCH_STAMP): benchmarks/requirements-bench.txt

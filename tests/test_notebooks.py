@@ -1,80 +1,73 @@
-"""Execute every tutorial notebook in notebooks/ at toy sizes.
+"""The tutorial notebooks: sources, committed outputs, and a run of each at toy sizes.
 
-Each notebook reads ``JAXFLOWS_NB_SMALL=1`` to shrink its data and training
-budget, and contains ``assert`` / ``np.testing`` checks of what it shows
-(same log-likelihood, exact reconstruction, ...), so a notebook fails here if
-the public API it uses changes or its numbers go wrong. The notebooks run in
-a fresh ``python3`` Jupyter kernel (ipykernel, same interpreter as pytest), in
-a temporary working directory so nothing is written into the repository.
+Each notebook's source is a jupytext percent-format file ``notebooks/NAME.py``;
+``make notebooks`` (``tools/run_notebooks.py``) executes it and writes
+``notebooks/NAME.ipynb`` with its outputs. The tests check that every committed
+``.ipynb`` holds exactly its source's cells, was executed (outputs, at least one
+plot, no error) and stays small, and they execute every source again with
+``JAXFLOWS_NB_SMALL=1`` (toy data sizes and budgets). The notebooks contain
+``assert`` / ``np.testing`` checks of what they show (same log-likelihood, exact
+reconstruction, ...), so a notebook fails here if the API it uses changes or its
+numbers go wrong. They run in a fresh Jupyter kernel in a temporary working
+directory, so nothing is written into the repository.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("nbclient")
+pytest.importorskip("jupytext")
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK_DIR = ROOT / "notebooks"
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXPECTED = 6
+_spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "tools" / "run_notebooks.py")
+run_notebooks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_notebooks)
+
+SOURCES = run_notebooks.sources()
+MAX_BYTES = 1_200_000
 
 
-def test_all_notebooks_found():
-    assert len(NOTEBOOKS) == EXPECTED, [p.name for p in NOTEBOOKS]
+def _cells(nb):
+    return [(c.cell_type, c.source) for c in nb.cells]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_committed_without_outputs(path):
+def test_every_notebook_has_a_source():
+    assert len(SOURCES) >= 6, [p.name for p in SOURCES]
+    orphans = [p.name for p in sorted((ROOT / "notebooks").glob("*.ipynb"))
+               if not p.with_suffix(".py").exists()]
+    assert not orphans, f"notebooks without a .py source: {orphans}"
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_committed_notebook_has_outputs_of_its_source(src):
+    path = src.with_suffix(".ipynb")
+    hint = "run `make notebooks` and commit notebooks/"
+    assert path.exists(), f"{path.name} is missing: {hint}"
     nb = nbformat.read(path, as_version=4)
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, (
-                f"{path.name}: cell {i} has outputs; run notebooks/build_notebooks.py "
-                "(or clear outputs) before committing")
-
-
-def test_notebooks_match_generator():
-    """The .ipynb files are what notebooks/build_notebooks.py writes."""
-    proc = subprocess.run([sys.executable, str(NOTEBOOK_DIR / "build_notebooks.py"), "--check"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def _kernel_name(tmp_path_factory) -> str:
-    """``python3`` if a kernelspec exists, else one installed into a temp prefix."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-    try:
-        KernelSpecManager().get_kernel_spec("python3")
-    except NoSuchKernel:
-        from ipykernel.kernelspec import install
-        prefix = tmp_path_factory.mktemp("kernel")
-        install(prefix=str(prefix), kernel_name="python3")
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(
-            [str(prefix / "share" / "jupyter"), os.environ.get("JUPYTER_PATH", "")])
-    return "python3"
+    assert _cells(nb) == _cells(run_notebooks.read_source(src)), (
+        f"{path.name} differs from {src.name}: {hint}")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.execution_count is not None for c in code), f"{path.name}: {hint}"
+    outputs = [o for c in code for o in c.outputs]
+    assert not [o for o in outputs if o.get("output_type") == "error"], path.name
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name} has no plot"
+    assert path.stat().st_size < MAX_BYTES, f"{path.name} is {path.stat().st_size} bytes"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path, tmp_path, tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("JAXFLOWS_NB_SMALL", "1")
-    monkeypatch.setenv("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS", "cpu"))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    monkeypatch.setenv("PYTHONWARNINGS", "ignore::DeprecationWarning")
-    # The package under test, importable from the kernel even without an install.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(
-        nb, timeout=300, kernel_name=_kernel_name(tmp_path_factory),
-        resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_notebook_executes(src, tmp_path, monkeypatch):
+    for var in ("JAXFLOWS_NB_SMALL", "JAX_PLATFORMS", "MPLBACKEND", "PYTHONWARNINGS", "PYTHONPATH",
+                "JUPYTER_PATH"):
+        monkeypatch.delenv(var, raising=False)   # run_notebooks sets them; restored after
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    nb = run_notebooks.read_source(src)
+    run_notebooks.execute(nb, tmp_path, small=True, timeout=300)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.get("output_type") == "error"]
     assert not errors, errors
