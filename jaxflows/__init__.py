@@ -15,13 +15,20 @@ from .flows import FACTORIES, Flow, from_config, iaf, layer_orders, maf, nsf, re
 from .interop import distrax_base, to_distrax
 from .train import fit, make_step, nll_loss
 from .vi import elbo, fit_vi, importance_ess
+from . import standardizing
+from .standardizing import RawScaleWarning, score, split_standardization, standardize
+from . import anomaly, comparison, distillation
+from .comparison import compare
+from .distillation import distill, distillation_kl
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Bijector", "Checkpoint", "CheckpointError", "Distribution", "FACTORIES", "Flow", "Transformer",
-    "bijectors", "chain", "checkpoint", "data", "diag_normal", "distrax_base", "distributions", "elbo",
+    "anomaly", "bijectors", "chain", "checkpoint", "compare", "comparison", "data", "diag_normal",
+    "distill", "distillation", "distillation_kl", "distrax_base", "distributions", "elbo",
     "fit", "fit_vi", "from_config", "iaf", "importance_ess", "interop", "invert", "layer_orders", "load",
     "maf", "make_step", "merge_state", "mixture_of_gaussians", "nll_loss", "nn", "nsf", "realnvp", "save",
     "split_state", "stack", "standard_normal", "testing", "to_distrax", "transformed", "uniform", "vi",
+    "RawScaleWarning", "score", "split_standardization", "standardize", "standardizing",
 ]
