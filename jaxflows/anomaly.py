@@ -34,9 +34,11 @@ The score need not be a log-density: any "higher is more normal" score works
 log-density, ...), which makes different detectors comparable at the same
 false-alarm rate.
 
-All functions are pure and jit-friendly (sorting and ``searchsorted``);
-argument checks that need concrete values (finite calibration scores) run
-only outside ``jit``.
+All functions are pure and jit-friendly (sorting and ``searchsorted``):
+JAX arrays in, JAX arrays out, under ``jit`` and ``vmap`` too; NumPy (or
+lists) in, NumPy out, in float64 (log-likelihoods from ``jaxflows.score``
+keep their precision).  Argument checks that need concrete values (no NaN
+scores, a rate in ``(0, 1)``) run only outside ``jit``.
 """
 
 from __future__ import annotations
@@ -69,15 +71,24 @@ def _concrete(a) -> bool:
 
 
 def _as_scores(a, name: str):
+    """NumPy float64 for host input, a JAX float array for JAX input."""
     if isinstance(a, (bool, np.bool_)):
         raise TypeError(f"{name} must be an array of scores (log-densities), got a bool")
-    arr = a if isinstance(a, jax.Array) else np.asarray(a)
-    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
+    is_jax = isinstance(a, jax.Array)
+    arr = a if is_jax else np.asarray(a)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise TypeError(f"{name} must hold real numbers (log-densities), got dtype {arr.dtype}")
-    arr = jnp.asarray(arr)
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        arr = arr.astype(jnp.result_type(float))
-    return arr
+    if not is_jax:
+        return arr.astype(np.float64)
+    return arr if jnp.issubdtype(arr.dtype, jnp.floating) else arr.astype(jnp.result_type(float))
+
+
+def _check_nan(s, name: str, what: str) -> None:
+    if _concrete(s):
+        bad = np.flatnonzero(np.isnan(np.asarray(s)).reshape(-1))
+        if bad.size:
+            raise ValueError(f"{name} are NaN at {bad.size} {what} (first: {bad[:5].tolist()}); "
+                             "a NaN log-density has no rank: check the model and the rows")
 
 
 def calibrate(calibration_scores) -> Calibration:
@@ -92,19 +103,18 @@ def calibrate(calibration_scores) -> Calibration:
     s = _as_scores(calibration_scores, "calibration_scores")
     if s.ndim != 1 or s.shape[0] < 1:
         raise ValueError(f"calibration_scores must have shape (n,) with n >= 1, got {tuple(s.shape)}")
-    if _concrete(s):
-        bad = np.flatnonzero(np.isnan(np.asarray(s)))
-        if bad.size:
-            raise ValueError(f"calibration_scores are NaN at {bad.size} rows (first: {bad[:5].tolist()}); "
-                             "score the calibration rows with a model that gives finite log-densities")
-    return Calibration(jnp.sort(s))
+    _check_nan(s, "calibration_scores", "rows")
+    return Calibration(jnp.sort(s) if isinstance(s, jax.Array) else np.sort(s))
 
 
 def _check_rate(rate, name: str = "false_alarm_rate"):
     if isinstance(rate, (bool, np.bool_)):
         raise TypeError(f"{name} must be a number in (0, 1), got a bool")
     if _concrete(rate):
-        r = float(np.asarray(rate))
+        try:
+            r = float(np.asarray(rate))
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a number in (0, 1), got {rate!r}") from None
         if not 0.0 < r < 1.0:
             raise ValueError(f"{name} must be in (0, 1), got {r!r}")
     return rate
@@ -114,12 +124,20 @@ def _rank(rate, n: int):
     """``k = floor(rate (n + 1))`` clipped to ``[0, n]``, robust to ``rate (n + 1)``
     landing a rounding error below an integer (0.05 * 320 in float32)."""
     if _concrete(rate):
-        return jnp.asarray(min(max(math.floor(float(np.asarray(rate)) * (n + 1) + 1e-9), 0), n),
-                           jnp.int32)
+        return min(max(math.floor(float(np.asarray(rate)) * (n + 1) + 1e-9), 0), n)
     r = jnp.asarray(rate)
     r = r.astype(jnp.promote_types(r.dtype, jnp.float32))
     k = jnp.floor(r * (n + 1) * (1 + 4 * jnp.finfo(r.dtype).eps))
     return jnp.clip(k, 0, n).astype(jnp.int32)
+
+
+def _pair(cal: Calibration, s):
+    """Calibration scores and scores in one array library and one dtype."""
+    c = cal.scores
+    if isinstance(c, jax.Array) or isinstance(s, jax.Array):
+        dt = jnp.promote_types(jnp.asarray(s).dtype, jnp.asarray(c).dtype)
+        return jnp, jnp.asarray(c).astype(dt), jnp.asarray(s).astype(dt)
+    return np, np.asarray(c, np.float64), s
 
 
 def p_values(calibration: Union[Calibration, Array], scores, *, key: Optional[Array] = None):
@@ -132,27 +150,23 @@ def p_values(calibration: Union[Calibration, Array], scores, *, key: Optional[Ar
     exchangeable data (the plain version is uniform on ``{1/(n+1), ..., 1}``).
 
     ``calibration`` is a :class:`Calibration` or raw calibration scores
-    ``(n,)`` (sorted here).  A NaN score gets a NaN p-value (outside ``jit``
-    it raises ``ValueError`` instead).
+    ``(n,)`` (sorted here).  A NaN score gets a NaN p-value under ``jit``;
+    outside ``jit`` it raises ``ValueError``.
     """
     cal = calibrate(calibration)
     s = _as_scores(scores, "scores")
-    if _concrete(s):
-        bad = np.flatnonzero(np.isnan(np.asarray(s)).reshape(-1))
-        if bad.size:
-            raise ValueError(f"scores are NaN at {bad.size} entries (first flat indices: "
-                             f"{bad[:5].tolist()}); a NaN log-density has no p-value")
-    s = s.astype(jnp.promote_types(s.dtype, cal.scores.dtype))
-    c = cal.scores.astype(s.dtype)
+    _check_nan(s, "scores", "entries (flat indices)")
+    xp, c, s = _pair(cal, s)
     n = c.shape[0]
-    le = jnp.searchsorted(c, s, side="right")  # #{calibration <= s}
+    le = xp.searchsorted(c, s, side="right")  # #{calibration <= s}
     if key is None:
         p = (1.0 + le) / (n + 1.0)
     else:
-        lt = jnp.searchsorted(c, s, side="left")  # #{calibration < s}
-        u = jax.random.uniform(key, s.shape, dtype=s.dtype)
+        lt = xp.searchsorted(c, s, side="left")  # #{calibration < s}
+        u = jax.random.uniform(key, np.shape(s), dtype=jnp.result_type(float))
+        u = u.astype(s.dtype) if xp is jnp else np.asarray(u, np.float64)
         p = (lt + u * (1.0 + le - lt)) / (n + 1.0)
-    return jnp.where(jnp.isnan(s), jnp.nan, p).astype(s.dtype)
+    return xp.where(xp.isnan(s), np.nan, p).astype(s.dtype)
 
 
 def threshold(calibration: Union[Calibration, Array], false_alarm_rate: float):
@@ -168,9 +182,12 @@ def threshold(calibration: Union[Calibration, Array], false_alarm_rate: float):
     """
     cal = calibrate(calibration)
     rate = _check_rate(false_alarm_rate)
-    k = _rank(rate, cal.scores.shape[0])
-    t = cal.scores[jnp.maximum(k - 1, 0)]
-    return jnp.where(k == 0, -jnp.inf, t)
+    c = cal.scores
+    k = _rank(rate, c.shape[0])
+    if not isinstance(k, int) or isinstance(c, jax.Array):
+        c = jnp.asarray(c)
+        return jnp.where(k == 0, -jnp.inf, c[jnp.maximum(k - 1, 0)])
+    return np.float64(-np.inf) if k == 0 else np.float64(c[k - 1])
 
 
 def expected_false_alarm_rate(calibration: Union[Calibration, Array], false_alarm_rate: float):
@@ -189,10 +206,8 @@ def flag(calibration: Union[Calibration, Array], scores, false_alarm_rate: float
     outside ``jit`` it raises ``ValueError``.
     """
     s = _as_scores(scores, "scores")
-    if _concrete(s):
-        bad = np.flatnonzero(np.isnan(np.asarray(s)).reshape(-1))
-        if bad.size:
-            raise ValueError(f"scores are NaN at {bad.size} entries (first flat indices: "
-                             f"{bad[:5].tolist()})")
+    _check_nan(s, "scores", "entries (flat indices)")
     t = threshold(calibration, false_alarm_rate)
+    if isinstance(t, jax.Array) and not isinstance(s, jax.Array):
+        s = jnp.asarray(s)
     return ~(s >= t)

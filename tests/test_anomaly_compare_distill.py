@@ -17,43 +17,53 @@ from jaxflows import anomaly
 # anomaly: conformal p-values and thresholds
 # --------------------------------------------------------------------------
 
-def _trials(key, trials, n_cal, dist="normal"):
-    """``trials`` independent (calibration set of n_cal, one new row) draws, all exchangeable."""
-    k1, k2 = jax.random.split(key)
+def _trials(seed, trials, n_cal, dist="normal"):
+    """``trials`` independent (calibration set of n_cal, one new row) draws, all exchangeable.
+
+    NumPy draws: jax.random would add compile time to these tiny tests."""
+    rng = np.random.default_rng(seed)
     if dist == "normal":
-        return jax.random.normal(k1, (trials, n_cal)), jax.random.normal(k2, (trials,))
+        return (rng.normal(size=(trials, n_cal)).astype(np.float32),
+                rng.normal(size=trials).astype(np.float32))
     # heavy ties: integer scores
-    return (jax.random.randint(k1, (trials, n_cal), 0, 4).astype(jnp.float32),
-            jax.random.randint(k2, (trials,), 0, 4).astype(jnp.float32))
+    return (rng.integers(0, 4, size=(trials, n_cal)).astype(np.float32),
+            rng.integers(0, 4, size=trials).astype(np.float32))
+
+
+# one trial per row: its own calibration set and one new row (each jitted once, reused)
+@jax.jit
+def _smoothed(cal, new, key):
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(cal.shape[0]))
+    return jax.vmap(lambda c, s, k: anomaly.p_values(c, s, key=k))(cal, new, keys)
+
+
+_plain = jax.jit(jax.vmap(anomaly.p_values))
 
 
 def test_smoothed_p_values_are_uniform_on_exchangeable_data_ks():
-    cal, new = _trials(jax.random.PRNGKey(0), 400, 9)
-    keys = jax.random.split(jax.random.PRNGKey(1), 400)
-    p = jax.vmap(lambda c, s, k: anomaly.p_values(c, s, key=k))(cal, new, keys)
-    assert stats.kstest(np.asarray(p), "uniform").pvalue > 0.01
-    # and under jit with ties (integer scores) the smoothed p-value is still exactly uniform
-    cal, new = _trials(jax.random.PRNGKey(2), 400, 9, dist="ties")
-    p = jax.jit(jax.vmap(lambda c, s, k: anomaly.p_values(c, s, key=k)))(cal, new, keys)
-    assert stats.kstest(np.asarray(p), "uniform").pvalue > 0.01
+    key = jax.random.PRNGKey(1)
+    cal, new = _trials(0, 400, 9)
+    assert stats.kstest(np.asarray(_smoothed(cal, new, key)), "uniform").pvalue > 0.01
+    # with ties (integer scores) the smoothed p-value is still exactly uniform
+    cal, new = _trials(2, 400, 9, dist="ties")
+    assert stats.kstest(np.asarray(_smoothed(cal, new, key)), "uniform").pvalue > 0.01
     # the test has power: a shifted new row (an anomaly) is far from uniform
-    cal, new = _trials(jax.random.PRNGKey(3), 400, 9)
-    p = jax.vmap(lambda c, s, k: anomaly.p_values(c, s, key=k))(cal, new - 1.5, keys)
-    assert stats.kstest(np.asarray(p), "uniform").pvalue < 1e-6
+    cal, new = _trials(3, 400, 9)
+    assert stats.kstest(np.asarray(_smoothed(cal, new - 1.5, key)), "uniform").pvalue < 1e-6
 
 
 def test_plain_p_values_are_discrete_uniform_and_valid():
     n_cal, trials = 9, 2000
-    cal, new = _trials(jax.random.PRNGKey(4), trials, n_cal)
-    p = np.asarray(jax.vmap(anomaly.p_values)(cal, new))
+    cal, new = _trials(4, trials, n_cal)
+    p = np.asarray(_plain(cal, new))
     # on the grid {1/(n+1), ..., 1}, each value with probability 1/(n+1)
     ranks = np.rint(p * (n_cal + 1)).astype(int)
     assert np.allclose(p * (n_cal + 1), ranks, atol=1e-5)
     counts = np.bincount(ranks, minlength=n_cal + 2)[1:]
     assert stats.chisquare(counts).pvalue > 0.01
     # with ties the plain p-value is conservative: P(p <= alpha) <= alpha
-    cal, new = _trials(jax.random.PRNGKey(5), trials, n_cal, dist="ties")
-    p = np.asarray(jax.vmap(anomaly.p_values)(cal, new))
+    cal, new = _trials(5, trials, n_cal, dist="ties")
+    p = np.asarray(_plain(cal, new))
     for alpha in (0.1, 0.3, 0.5):
         assert np.mean(p <= alpha) <= alpha + 3 * math.sqrt(alpha / trials)
 
@@ -71,8 +81,9 @@ def test_p_values_match_the_rank_definition():
 @pytest.mark.parametrize("alpha", [0.01, 0.05, 0.2])
 def test_threshold_false_alarm_rate_within_tolerance(alpha):
     n_cal, trials = 199, 300
-    cal = jax.random.normal(jax.random.PRNGKey(6), (trials, n_cal)) * 3.0 + 1.0
-    new = jax.random.normal(jax.random.PRNGKey(7), (trials, 50)) * 3.0 + 1.0
+    rng = np.random.default_rng(6)
+    cal = (rng.normal(size=(trials, n_cal)) * 3.0 + 1.0).astype(np.float32)
+    new = (rng.normal(size=(trials, 50)) * 3.0 + 1.0).astype(np.float32)
     flags = jax.jit(jax.vmap(lambda c, s: anomaly.flag(c, s, alpha)))(cal, new)
     rate = float(jnp.mean(flags))
     expected = math.floor(alpha * (n_cal + 1) + 1e-9) / (n_cal + 1)
@@ -159,9 +170,8 @@ def test_distill_reduces_kl_to_a_maf_teacher():
     # identity map), so it is a non-Gaussian density without any training
     teacher = jaxflows.maf(2, num_layers=2, hidden=(8,))
     tp = teacher.init(jax.random.PRNGKey(0))
-    leaves, tree = jax.tree_util.tree_flatten(tp)
-    keys = jax.random.split(jax.random.PRNGKey(10), len(leaves))
-    tp = tree.unflatten([a + 0.4 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)])
+    rng = np.random.default_rng(10)
+    tp = jax.tree_util.tree_map(lambda a: a + 0.4 * rng.normal(size=a.shape).astype(a.dtype), tp)
     student = jaxflows.iaf(2, num_layers=2, hidden=(8,))
     sp0 = student.init(jax.random.PRNGKey(1))
     kl = jax.jit(lambda sp: jaxflows.distillation_kl(teacher, tp, student, sp, jax.random.PRNGKey(2),
