@@ -1,11 +1,19 @@
 """The conformance suite every bijector passes: ``check_bijector``.
 
-Use it on your own bijectors too::
+Use it on your own bijectors too: anything with ``init(key)``,
+``forward(params, x, context=None) -> (y, log_det)`` and ``inverse(params, y,
+context=None) -> (x, log_det)`` on ONE event ``(dim,)``::
 
     from jaxflows.testing import check_bijector
-    check_bijector(my_bijector, dim=4)
+    check_bijector(my_bijector, dim=4)                      # float32
+    with jax.enable_x64(True):
+        check_bijector(my_bijector, dim=4, dtype=jnp.float64)
 
 Each check raises ``AssertionError`` with the measured error on failure.
+``check_inputs=True`` adds the input-validation checks that jaxflows' own
+bijectors pass (bad shapes, integer dtypes and wrong contexts raise
+``ValueError``/``TypeError``); they are off by default because they test a
+convention, not the maths.
 """
 
 from __future__ import annotations
@@ -19,11 +27,30 @@ import numpy as np
 from ._types import Bijector
 
 
-def perturb_params(params, key, scale: float = 0.3):
-    """Add ``scale * N(0, 1)`` to every float leaf: random, non-identity params."""
+def perturb_params(params, key, scale: float = 0.3, *, fan_in: bool = False):
+    """Add ``scale * N(0, 1)`` to every float leaf: random, non-identity params.
+
+    ``fan_in=True`` divides the noise of every leaf with two or more axes by
+    ``sqrt(shape[-2])`` (the fan-in of a weight matrix ``(in, out)``, also
+    when layers are stacked on a leading axis), so a layer's output changes by
+    about ``scale`` whatever its width.  Without it, noise of 0.3 on a
+    64-unit layer moves each output by about 0.3 * sqrt(64) = 2.4, and a stack
+    of such layers multiplies scales of ``exp(+-2.4)``: a default-sized flow
+    then inverts with round-off of many orders of magnitude, ill-conditioned,
+    not wrong.  Integer leaves are left unchanged.
+    """
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(key, max(len(leaves), 1))
-    new = [l + scale * jax.random.normal(k, jnp.shape(l), jnp.result_type(l)) for l, k in zip(leaves, keys)]
+
+    def noisy(l, k):
+        dtype = jnp.result_type(l)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            return l
+        shape = jnp.shape(l)
+        s = scale / np.sqrt(shape[-2]) if (fan_in and len(shape) >= 2 and shape[-2] > 0) else scale
+        return l + s * jax.random.normal(k, shape, dtype)
+
+    new = [noisy(l, k) for l, k in zip(leaves, keys)]
     return jax.tree_util.tree_unflatten(treedef, new)
 
 
@@ -53,11 +80,16 @@ def check_bijector(
     input_scale: float = 1.0,
     data_domain=None,
     tol: Optional[float] = None,
+    check_inputs: bool = False,
 ) -> None:
     """Run the conformance suite on ``bijector`` over events ``(dim,)``.
 
-    Checks, at random non-identity params (``init`` plus ``perturb`` noise,
-    unless ``params`` is given) and random inputs:
+    ``bijector`` is anything with ``init``, ``forward`` and ``inverse`` (a
+    :class:`~jaxflows.Bijector`, a NamedTuple or object of your own).
+    Checks, at random non-identity params (unless ``params`` is given:
+    ``init`` plus ``perturb`` noise scaled by each weight's fan-in, see
+    :func:`perturb_params`, so that default-sized flows stay well
+    conditioned) and random inputs:
 
     1. round trip both ways, ``log_det_fwd + log_det_inv = 0``;
     2. ``log_det`` equals ``slogdet(jax.jacfwd(...))`` in both directions;
@@ -72,17 +104,27 @@ def check_bijector(
     ``inverse`` (for bijectors whose data side is bounded, e.g.
     ``jax.nn.sigmoid`` for ``logit``); the default is the identity.
 
-    6. context: with ``context_dim`` the output depends on the context;
-       wrong shape, integer dtype, missing or extra context raise
-       ``ValueError``/``TypeError`` at trace time.
+    6. context: with ``context_dim`` the output depends on the context.
+    7. only with ``check_inputs=True`` (jaxflows' convention for bad input):
+       wrong shape, batched input, integer dtype, missing or extra context
+       raise ``ValueError``/``TypeError`` at trace time.
+
+    The default tolerance is ``2e-3`` in float32 and ``1e-8`` in float64
+    (relative to ``1 + |expected|``).  A deep flow that fails only in float32
+    by round-off can be checked in float64 (``jax.enable_x64(True)``).
     """
+    for name in ("init", "forward", "inverse"):
+        if not callable(getattr(bijector, name, None)):
+            raise TypeError(f"check_bijector needs a bijector with callable init, forward and inverse; "
+                            f"{type(bijector).__name__} has no callable {name!r}")
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-        raise RuntimeError("check_bijector(dtype=float64) needs jax.config.update('jax_enable_x64', True)")
+        raise RuntimeError("check_bijector(dtype=float64) needs x64: run it inside "
+                           "`with jax.enable_x64(True):` or after jax.config.update('jax_enable_x64', True)")
     tol = tol if tol is not None else (2e-3 if dtype == jnp.float32 else 1e-8)
     key = key if key is not None else jax.random.PRNGKey(0)
     k_init, k_pert, k_x, k_c, k_c2 = jax.random.split(key, 5)
     if params is None:
-        params = perturb_params(bijector.init(k_init), k_pert, perturb)
+        params = perturb_params(bijector.init(k_init), k_pert, perturb, fan_in=True)
     params = _cast(params, dtype)
     x = input_scale * jax.random.normal(k_x, (dim,), dtype)
     ctx = None if context_dim is None else jax.random.normal(k_c, (context_dim,), dtype)
@@ -158,12 +200,17 @@ def check_bijector(
         for leaf in jax.tree_util.tree_leaves(g_p) + [g_x]:
             assert np.all(np.isfinite(np.asarray(leaf))), f"non-finite gradient through {name}"
 
-    # 6. context and bad input
+    # 6. context
     if context_dim is not None:
         ctx2 = jax.random.normal(k_c2, (context_dim,), dtype)
         y2, _ = bijector.forward(params, x, ctx2)
         z2, _ = bijector.inverse(params, x_data, ctx2)
         assert not np.allclose(y2, y) and not np.allclose(z2, z), "output does not depend on the context"
+
+    # 7. bad input (jaxflows' convention, opt-in)
+    if not check_inputs:
+        return
+    if context_dim is not None:
         _expect(ValueError, lambda: bijector.forward(params, x, None), "missing context")
         _expect(ValueError, lambda: bijector.forward(params, x, jnp.ones(context_dim + 1, dtype)),
                 "context of the wrong shape")

@@ -19,4 +19,4 @@ from registry import REGISTRY  # noqa: E402
 def test_registry_float64(name):
     assert jax.config.jax_enable_x64
     bijector, kwargs = REGISTRY[name]()
-    check_bijector(bijector, dtype=jnp.float64, **kwargs)
+    check_bijector(bijector, dtype=jnp.float64, check_inputs=True, **kwargs)

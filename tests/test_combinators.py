@@ -100,7 +100,7 @@ def _broken(kind):
 ])
 def test_conformance_suite_catches_broken_bijectors(kind, match):
     with pytest.raises(AssertionError, match=match):
-        check_bijector(_broken(kind), 3)
+        check_bijector(_broken(kind), 3, check_inputs=True)
 
 
 def test_conformance_suite_catches_wrong_autoregressive_order():

@@ -22,13 +22,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_registry_float32(name):
     bijector, kwargs = REGISTRY[name]()
-    check_bijector(bijector, dtype=jnp.float32, **kwargs)
+    check_bijector(bijector, dtype=jnp.float32, check_inputs=True, **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(FLOW_REGISTRY))
 def test_flow_bijectors_float32(name):
     bijector, kwargs = FLOW_REGISTRY[name]()
-    check_bijector(bijector, dtype=jnp.float32, **kwargs)
+    check_bijector(bijector, dtype=jnp.float32, check_inputs=True, **kwargs)
 
 
 X64_SHARDS = 2

@@ -11,15 +11,19 @@ element-wise by any :class:`~jaxflows.Transformer`::
     log_det_fwd = sum_{i: not mask_i} log|tau'(x_i; theta_i)|,  log_det_inv = -log_det_fwd
 
 Both directions are one parallel network pass (the Jacobian is block
-triangular: the conditioning block is the identity).  The conditioner is the
-plain MLP of :func:`jaxflows.nn.mlp_init` reading the *masked full vector*
-``x * mask`` (distrax's ``MaskedCoupling`` layout) and emitting parameters for
-every coordinate; the unused ones are discarded.  Because nothing is gathered
+triangular: the conditioning block is the identity).  The conditioner reads
+the *masked full vector* ``x * mask`` (distrax's ``MaskedCoupling`` layout)
+and emits parameters for every coordinate; the unused ones are discarded.  By
+default it is the plain MLP of :func:`jaxflows.nn.mlp_init`; ``conditioner=``
+takes any network (a :class:`jaxflows.conditioners.Conditioner`, e.g. a
+``flax.linen`` module through :func:`jaxflows.nn.from_linen`): it needs no
+structure, since the mask, not the network, keeps the layer invertible.  Because nothing is gathered
 by the mask, the mask may be a traced array, so layers with different masks
 can be stacked under ``lax.scan`` (see ``jaxflows.flows.realnvp``).  The last
 layer starts at zero: every coupling layer starts as the identity.
 
-Params: the MLP's ``{"layers": (...), ["c": (context_dim, hidden[0])]}``.
+Params: the conditioner's (the MLP's ``{"layers": (...), ["c": (context_dim,
+hidden[0])]}``; a flax module's variables ``{"params": {...}}``).
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ import numpy as np
 
 from .._checks import check_context, check_event
 from .._types import Bijector, Transformer
-from ..nn import mlp_apply, mlp_init
+from ..conditioners import bind, mlp
 from .elementwise import affine
+from .spline import rational_quadratic_spline
 
 
 def check_mask(mask, dim: int) -> np.ndarray:
@@ -61,9 +66,10 @@ def coupling(
     transformer: Transformer,
     mask,
     *,
-    hidden: Sequence[int] = (64, 64),
+    hidden: Optional[Sequence[int]] = None,
     context_dim: Optional[int] = None,
-    activation: Union[str, Callable] = "relu",
+    activation: Union[str, Callable, None] = None,
+    conditioner=None,
 ) -> Bijector:
     """A masked coupling layer with any element-wise ``transformer`` (module docstring).
 
@@ -71,6 +77,14 @@ def coupling(
     unchanged) as a static NumPy array, or a traced array when the layer is
     built inside ``stack(..., per_layer=masks)``.  ``forward`` applies
     ``transformer.forward`` to the other coordinates, ``inverse`` its inverse.
+
+    The network: the built-in MLP with ``hidden`` sizes (default ``(64, 64)``)
+    and ``activation`` (default ``"relu"``), or ``conditioner``, any
+    :class:`~jaxflows.conditioners.Conditioner` or ``flax.linen`` module
+    (wrapped by :func:`jaxflows.nn.from_linen`), called as
+    ``apply(params, x * mask, context) -> (dim * transformer.num_params,)``.
+    ``hidden`` and ``activation`` configure the built-in MLP only; give them
+    together with ``conditioner`` and the layer refuses.
     """
     if not isinstance(dim, (int, np.integer)) or dim < 1:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
@@ -79,14 +93,24 @@ def coupling(
     if isinstance(mask, (list, tuple, np.ndarray)):
         mask = check_mask(mask, dim)
     num_params = transformer.num_params
-    sizes = (dim,) + tuple(int(h) for h in hidden) + (dim * num_params,)
+    if conditioner is None:
+        net = mlp((64, 64) if hidden is None else hidden, "relu" if activation is None else activation)
+    else:
+        if hidden is not None or activation is not None:
+            raise ValueError("hidden= and activation= configure the built-in MLP; with conditioner= "
+                             "set them on your network instead")
+        net = conditioner
+    net = bind(net, dim, dim * num_params, context_dim)
 
     def init(key):
-        return mlp_init(key, sizes, context_dim=context_dim)
+        return net.init(key, dim, dim * num_params, context_dim)
 
     def _theta(params, x, context):
         m = jnp.asarray(mask, x.dtype)
-        theta = mlp_apply(params, x * m, context, activation)
+        theta = net.apply(params, x * m, context)
+        if theta.shape != (dim * num_params,):
+            raise ValueError(f"the coupling conditioner returned shape {tuple(theta.shape)} for one event; "
+                             f"the layer needs ({dim * num_params},) (dim * transformer.num_params)")
         return m, theta.reshape(dim, num_params).astype(x.dtype)
 
     def _apply(fn, params, x, context):
@@ -115,6 +139,18 @@ def affine_coupling(dim: int, mask, *, min_scale: float = 1e-3, **kwargs) -> Bij
     - inverse:  ``x_i = (y_i - mu_i) / sigma_i``, ``log_det = -sum log sigma_i``
 
     ``sigma = softplus(s + c) + min_scale`` (see ``elementwise.affine``);
-    keyword arguments go to :func:`coupling` (hidden, context_dim, activation).
+    keyword arguments go to :func:`coupling` (hidden, context_dim, activation,
+    conditioner).
     """
     return coupling(dim, affine(min_scale), mask, **kwargs)
+
+
+def spline_coupling(dim: int, mask, *, num_bins: int = 8, bound: float = 3.0, **kwargs) -> Bijector:
+    """A neural-spline coupling layer (Durkan et al. 2019): off the mask,
+    ``y_i = tau(x_i; theta_i(x_m))`` with ``tau`` the rational-quadratic
+    spline of ``num_bins`` bins on ``[-bound, bound]`` (identity outside).
+
+    ``log_det = sum_{i not in mask} log tau'(x_i)``.  Keyword arguments go to
+    :func:`coupling` (hidden, context_dim, activation, conditioner).
+    """
+    return coupling(dim, rational_quadratic_spline(int(num_bins), float(bound)), mask, **kwargs)
