@@ -7,7 +7,7 @@ pytrees that the caller owns.  Nothing here holds state.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 
@@ -62,9 +62,15 @@ class Distribution(NamedTuple):
     - ``params = init(key)`` (``{}`` when there is nothing to learn)
     - ``log_prob(params, x) -> ()`` for ``x: (dim,)``
     - ``sample(params, key, sample_shape) -> sample_shape + (dim,)``
+
+    ``config`` is ``{"name": ..., "kwargs": {...}}`` for the bases of
+    ``jaxflows.distributions`` (so that a flow's config, and a checkpoint, can
+    rebuild them with ``distributions.base_from_config``), ``None`` for a base
+    made by hand or adapted from distrax.
     """
 
     init: Callable[[PRNGKey], Params]
     log_prob: Callable[[Params, Array], Array]
     sample: Callable[[Params, PRNGKey, Tuple[int, ...]], Array]
     dim: int
+    config: Optional[Dict[str, Any]] = None

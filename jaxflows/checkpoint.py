@@ -24,20 +24,26 @@ interrupted save leaves the previous file intact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import stat
 import struct
 import tempfile
-from typing import Any, Dict, NamedTuple, Optional
+import time
+import warnings
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import msgpack
 import numpy as np
 from flax import serialization
 
 from .bijectors.batchnorm import split_state
 from .data import Standardizer
+from .conditioners import ConditionerError
 from .flows import Flow, from_config
 
 MAGIC = b"JAXFLOWS"
@@ -63,6 +69,8 @@ class Checkpoint(NamedTuple):
     - ``standardizer``: a :class:`~jaxflows.data.Standardizer` or ``None``.
     - ``metadata``: a JSON-like dict (metrics, history, anything saved with it).
     - ``config``: the flow's config dict (or ``None``).
+    - ``kind``: ``"model"`` (written by :func:`save`) or ``"train_state"``
+      (written by ``fit(checkpoint_dir=...)`` to resume a fit).
     """
 
     flow: Optional[Flow]
@@ -72,16 +80,59 @@ class Checkpoint(NamedTuple):
     standardizer: Optional[Standardizer]
     metadata: Dict[str, Any]
     config: Optional[Dict[str, Any]]
+    kind: str = "model"
 
 
 # --------------------------------------------------------------------------
 # Bytes on disk
 # --------------------------------------------------------------------------
 
+# A temporary file is named ".<name>.<pid>.<random>.tmp"; one left behind by a
+# killed writer is removed by the next save of the same file.
+_STALE_SECONDS = 24 * 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's process), or cannot tell: keep its file
+    return True
+
+
+def _remove_stale_temps(directory: str, name: str) -> None:
+    """Delete ``.<name>.*.tmp`` files that no living writer owns: their pid is
+    gone (killed mid-save), or they are older than a day."""
+    prefix = "." + name + "."
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
+            continue
+        full = os.path.join(directory, entry)
+        middle = entry[len(prefix):-len(".tmp")].split(".")
+        try:
+            pid = int(middle[0])
+        except ValueError:
+            pid = None
+        try:
+            old = now - os.stat(full).st_mtime > _STALE_SECONDS
+            if old or (pid is not None and pid != os.getpid() and not _pid_alive(pid)):
+                os.remove(full)
+        except OSError:
+            pass
+
+
 def _atomic_write(path: str, blob: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+    _remove_stale_temps(directory, os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp",
                                dir=directory)
     try:
         # mkstemp makes the file 0600; give it the mode a plain open() would (0666 & ~umask)
@@ -109,47 +160,104 @@ def _atomic_write(path: str, blob: bytes) -> None:
         pass
 
 
+LOCK_FILE = ".jaxflows.lock"
+
+
+class DirectoryLocked(OSError):
+    """Another process holds the lock of an output directory (see :func:`directory_lock`)."""
+
+
+@contextlib.contextmanager
+def directory_lock(directory, what: str = "a jaxflows fit") -> Iterator[str]:
+    """Hold an exclusive lock on ``directory`` (created) for a block of work.
+
+    Two fits writing into one directory would overwrite each other's files; the
+    second one to start raises :class:`DirectoryLocked` naming the directory
+    and the holder's process id instead. The lock is an OS file lock
+    (``flock``) on ``directory/.jaxflows.lock``: the kernel drops it when its
+    holder exits, even when killed, so a stale lock never blocks a later run.
+    On systems without ``fcntl`` (Windows) no lock is taken.
+    """
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield directory
+        return
+    lock_path = os.path.join(directory, LOCK_FILE)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise DirectoryLocked(
+                f"'{directory}' is in use by {what} (process {holder}); wait for it to finish "
+                "or choose another output directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield directory
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _encode(record: Dict[str, Any]) -> bytes:
     payload = serialization.msgpack_serialize(record)
     return _HEADER.pack(MAGIC, FORMAT_VERSION, len(payload), hashlib.sha256(payload).digest()) + payload
 
 
-def _decode(path: str) -> Dict[str, Any]:
+def _decode(path: str) -> Tuple[Dict[str, Any], int]:
+    """``(record, payload length)`` of a checkpoint file, every check done."""
     where = f"checkpoint '{path}'"
     if not os.path.exists(path):
         raise FileNotFoundError(f"{where} does not exist")
     if os.path.isdir(path):
         raise CheckpointError(f"{where} is a directory, not a checkpoint file")
+    # Bounded reading: the header first, then exactly the payload it announces once
+    # the file's size agrees with it; a huge or endless file (/dev/zero, a video) is
+    # never read whole.
     with open(path, "rb") as f:
-        blob = f.read()
-    if len(blob) < len(MAGIC) or blob[:len(MAGIC)] != MAGIC:
-        raise CheckpointError(f"{where} is not a jaxflows checkpoint (no JAXFLOWS header); "
-                              "it may be another program's file")
-    if len(blob) < _HEADER.size:
-        raise CheckpointError(f"{where} is truncated: {len(blob)} bytes, shorter than the "
-                              f"{_HEADER.size}-byte header")
-    _, version, length, digest = _HEADER.unpack_from(blob)
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{where} has format version {version}, newer than this jaxflows "
-                              f"reads (up to {FORMAT_VERSION}); upgrade jaxflows to load it")
-    payload = blob[_HEADER.size:]
-    if len(payload) < length:
-        raise CheckpointError(f"{where} is truncated: {len(payload)} of {length} payload bytes; "
-                              "the save was interrupted or the copy is incomplete")
-    if len(payload) > length:
-        raise CheckpointError(f"{where} is corrupted: {len(payload) - length} unexpected bytes "
-                              "after the payload")
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise CheckpointError(f"{where} is not a regular file (a device, pipe or socket), "
+                                  "so it is not a jaxflows checkpoint")
+        head = f.read(_HEADER.size)
+        if len(head) < len(MAGIC) or head[:len(MAGIC)] != MAGIC:
+            raise CheckpointError(f"{where} is not a jaxflows checkpoint (no JAXFLOWS header); "
+                                  "it may be another program's file")
+        if len(head) < _HEADER.size:
+            raise CheckpointError(f"{where} is truncated: {len(head)} bytes, shorter than the "
+                                  f"{_HEADER.size}-byte header")
+        _, version, length, digest = _HEADER.unpack(head)
+        if version > FORMAT_VERSION:
+            raise CheckpointError(f"{where} has format version {version}, newer than this jaxflows "
+                                  f"reads (up to {FORMAT_VERSION}); upgrade jaxflows to load it")
+        available = info.st_size - _HEADER.size
+        if available < length:
+            raise CheckpointError(f"{where} is truncated: {available} of {length} payload bytes; "
+                                  "the save was interrupted or the copy is incomplete")
+        if available > length:
+            raise CheckpointError(f"{where} is corrupted: {available - length} unexpected bytes "
+                                  "after the payload")
+        payload = f.read(length)
+    if len(payload) != length:
+        raise CheckpointError(f"{where} changed while it was read ({len(payload)} of {length} "
+                              "payload bytes); another program may be writing it")
     if hashlib.sha256(payload).digest() != digest:
         raise CheckpointError(f"{where} is corrupted: its checksum does not match its contents")
     try:
         record = serialization.msgpack_restore(payload)
+    except (RecursionError, msgpack.StackError):
+        raise CheckpointError(f"{where} is corrupted: its payload is nested deeper than any "
+                              "checkpoint") from None
     except Exception as err:  # noqa: BLE001 - any decoder failure is a bad file
         raise CheckpointError(f"{where} is corrupted: cannot decode its payload ({err})") from None
     if not isinstance(record, dict) or record.get("kind") not in KINDS:
         kind = record.get("kind") if isinstance(record, dict) else None
-        raise CheckpointError(f"{where} holds an unknown record kind {kind!r}; it was written by "
+        raise CheckpointError(f"{where} holds an unknown record kind {kind!r:.60}; it was written by "
                               "a newer or different program")
-    return record
+    return record, length
 
 
 # --------------------------------------------------------------------------
@@ -181,6 +289,29 @@ def _params_template(flow: Flow):
     return jax.eval_shape(flow.init, jax.random.PRNGKey(0))
 
 
+def _check_params_fit(flow: Flow, params) -> None:
+    """``params`` has the structure and leaf shapes of ``flow.init``'s (else ``ValueError``)."""
+    template = _params_template(flow)
+    t_leaves, t_def = jax.tree_util.tree_flatten_with_path(template)
+    try:
+        leaves, tree_def = jax.tree_util.tree_flatten_with_path(params)
+    except Exception as err:  # noqa: BLE001 - not a pytree at all
+        raise ValueError(f"params is not a pytree of arrays ({err})") from None
+    if tree_def != t_def:
+        raise ValueError(f"params do not fit the flow: their structure is {tree_def}, the flow's "
+                         f"init gives {t_def}; pass the params of this flow")
+    for (path, t), (_, a) in zip(t_leaves, leaves):
+        shape = tuple(np.shape(a))
+        if shape != tuple(t.shape):
+            name = jax.tree_util.keystr(path)
+            hint = ""
+            if len(shape) == len(t.shape) + 1 and shape[1:] == tuple(t.shape):
+                hint = (f" (an extra leading axis of {shape[0]}: vmapped or ensemble params; "
+                        "save each member on its own)")
+            raise ValueError(f"params do not fit the flow: leaf params{name} has shape {shape}, "
+                             f"the flow expects {tuple(t.shape)}{hint}")
+
+
 def _json(obj) -> str:
     return json.dumps(obj, allow_nan=True, default=_json_default)
 
@@ -195,14 +326,21 @@ def _json_default(o):
     raise TypeError(f"metadata value of type {type(o).__name__} is not JSON-serialisable")
 
 
-def _rebuild_flow(config, where: str) -> Optional[Flow]:
+def _rebuild_flow(config, where: str, payload_bytes: int, conditioner=None) -> Optional[Flow]:
     if config is None:
+        if conditioner is not None:
+            raise CheckpointError(f"{where} stores no flow config; pass flow=..., not conditioner=...")
         return None
     try:
-        return from_config(config)
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f"{where}: cannot rebuild its flow from config {config!r} ({err}); "
-                              "it may need a newer jaxflows") from None
+        # params are stored as raw arrays of at least 2 bytes per entry: a config that
+        # describes more parameters than the file can hold is refused before building
+        return from_config(config, max_params=max(payload_bytes // 2, 1), conditioner=conditioner)
+    except ConditionerError as err:  # a user network missing or of another class: say only that
+        raise CheckpointError(f"{where}: {err}") from None
+    except (ValueError, TypeError, RecursionError) as err:
+        shown = json.dumps(config)[:300] if not isinstance(err, RecursionError) else "(nested)"
+        raise CheckpointError(f"{where}: cannot rebuild its flow from config {shown} ({err}); "
+                              "it may be damaged or need a newer jaxflows") from None
 
 
 def _version() -> str:
@@ -233,10 +371,25 @@ def save(path, flow: Flow, params, *, opt_state=None, step: Optional[int] = None
       standardizer: optional :class:`~jaxflows.data.Standardizer` applied to the
         data before the flow (the command line stores its own here).
       metadata: optional JSON-serialisable dict (metrics, notes).
+
+    Raises:
+      TypeError: ``flow`` is not a :class:`~jaxflows.Flow`.
+      ValueError: ``params`` do not fit ``flow`` (another flow's params, or
+        vmapped/ensemble params with an extra leading axis); nothing is written.
+
+    A flow without a ``config`` (built with ``transformed``, or with a distrax
+    or hand-made base) is saved with a ``UserWarning``: :func:`load` cannot
+    rebuild it and needs ``load(path, flow=...)``.
     """
     path = os.fspath(path)
     if not isinstance(flow, Flow):
         raise TypeError(f"flow must be a jaxflows Flow, got {type(flow).__name__}")
+    _check_params_fit(flow, params)
+    if flow.config is None:
+        warnings.warn(
+            f"saving '{path}' without a flow config: this flow was built with transformed() or "
+            "with a base that has no config (distrax or hand-made), so load() cannot rebuild it; "
+            "load it with load(path, flow=the_same_flow)", UserWarning, stacklevel=2)
     record: Dict[str, Any] = {
         "kind": "model", "jaxflows_version": _version(), "config": _json(flow.config),
         "params": _to_numpy(params), "metadata": _json(metadata or {}),
@@ -252,7 +405,7 @@ def save(path, flow: Flow, params, *, opt_state=None, step: Optional[int] = None
     return path
 
 
-def load(path, *, optimizer=None, flow: Optional[Flow] = None) -> Checkpoint:
+def load(path, *, optimizer=None, flow: Optional[Flow] = None, conditioner=None) -> Checkpoint:
     """Read a checkpoint written by :func:`save` (or by ``fit(checkpoint_dir=...)``).
 
     Args:
@@ -261,6 +414,10 @@ def load(path, *, optimizer=None, flow: Optional[Flow] = None) -> Checkpoint:
         ``optimizer.init(trainable params)``'s structure (optax NamedTuples and all).
       flow: the flow to restore into when the file stores none (a flow without
         ``config``); otherwise the flow is rebuilt from the file.
+      conditioner: the network a flow was built with, when it was your own
+        (``maf(..., conditioner=net)``): a file holds its params, not its code.
+        Pass the same network (e.g. the same ``flax.linen`` module); the
+        error says which one the file needs.
 
     Raises:
       FileNotFoundError: no such file.
@@ -270,14 +427,17 @@ def load(path, *, optimizer=None, flow: Optional[Flow] = None) -> Checkpoint:
     """
     path = os.fspath(path)
     where = f"checkpoint '{path}'"
-    record = _decode(path)
+    record, payload_bytes = _decode(path)
     try:
         config = json.loads(record["config"])
         metadata = json.loads(record.get("metadata", "{}"))
         params_state = record["params"] if record["kind"] == "model" else record["best_params"]
     except (KeyError, TypeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{where} is missing or has a bad field ({err!r})") from None
-    rebuilt = _rebuild_flow(config, where)
+        raise CheckpointError(f"{where} is missing or has a bad field ({err!r:.200})") from None
+    except RecursionError:
+        raise CheckpointError(f"{where} is corrupted: its config or metadata is nested deeper "
+                              "than any checkpoint") from None
+    rebuilt = _rebuild_flow(config, where, payload_bytes, conditioner)
     flow = rebuilt if rebuilt is not None else flow
     if flow is not None:
         params = _restore(_params_template(flow), params_state, where, "params")
@@ -298,7 +458,7 @@ def load(path, *, optimizer=None, flow: Optional[Flow] = None) -> Checkpoint:
         standardizer = Standardizer(mean=np.asarray(std["mean"], np.float64),
                                     scale=np.asarray(std["scale"], np.float64))
     return Checkpoint(flow, params, opt_state, None if step is None else int(step),
-                      standardizer, metadata, config)
+                      standardizer, metadata, config, record["kind"])
 
 
 # --------------------------------------------------------------------------
@@ -319,14 +479,23 @@ def write_train_state(path: str, flow: Flow, state: Dict[str, Any]) -> None:
     _atomic_write(path, _encode(record))
 
 
-def read_train_state(path: str, params_like, opt_state_like) -> Dict[str, Any]:
-    """Read :func:`write_train_state`'s file into the given structures."""
+def read_train_state(path: str, params_like, opt_state_like, check=None) -> Dict[str, Any]:
+    """Read :func:`write_train_state`'s file into the given structures.
+
+    ``check(state)``, if given, sees the bookkeeping (fingerprint, epoch, ...)
+    before any array is restored, so it can refuse another run's state with a
+    message that says what differs rather than which array shape does not fit."""
     where = f"checkpoint '{path}'"
-    record = _decode(path)
+    record, _ = _decode(path)
     if record["kind"] != "train_state":
         raise CheckpointError(f"{where} is a model checkpoint, not a training state written by fit")
     try:
         state = json.loads(record["metadata"])
+    except (KeyError, TypeError, json.JSONDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{where} is missing or has a bad field ({err!r:.200})") from None
+    if check is not None:
+        check(state)
+    try:
         state["params"] = _restore(params_like, record["params"], where, "params")
         state["best_params"] = _restore(params_like, record["best_params"], where, "params")
         state["opt_state"] = _restore(opt_state_like, record["opt_state"], where, "optimizer state")

@@ -22,6 +22,7 @@ import csv
 import io
 import math
 import os
+import warnings
 import zipfile
 import zlib
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
@@ -225,9 +226,13 @@ def check_finite(x, name: str = "data"):
 # Loading files
 # --------------------------------------------------------------------------
 
+class DataWarning(UserWarning):
+    """A data file read in a way worth knowing (e.g. a numeric first row taken as a header)."""
+
+
 def load_array(path: PathLike, *, key: Optional[str] = None,
                delimiter: Optional[str] = None, drop: Columns = None,
-               header: Optional[bool] = None) -> np.ndarray:
+               header: Optional[bool] = None, allow_inf: bool = False) -> np.ndarray:
     """Load a data matrix ``(n, d)`` from ``.npy``, ``.npz`` or delimited text.
 
     - ``.npy``: the array (never unpickled: object arrays are rejected).
@@ -237,9 +242,15 @@ def load_array(path: PathLike, *, key: Optional[str] = None,
       ``;`` tab or whitespace (detected from the first lines, or given as
       ``delimiter``: a character or ``"tab"``, ``"whitespace"``). The first
       row is a header if ``header=True``; with ``header=None`` it is taken
-      as one when it holds more non-numeric fields than the second row.
+      as one when it holds more non-numeric fields than the second row, or
+      when it numbers the columns (``0,1,2,...`` or ``1,2,3,...``, with a
+      :class:`DataWarning`); ``header=False`` reads it as data.
       Blank lines and lines starting with ``#`` are skipped; empty fields and
       ``NA``/``nan``/``?`` are missing values (rejected as NaN rows).
+
+    ``allow_inf=True`` keeps rows with ``+-Inf`` entries (to be scored, e.g.
+    as ``-inf`` log-likelihoods); rows with NaN or missing values are always
+    rejected.
 
     A 1-D array becomes ``(n, 1)``. ``drop`` removes columns: an int index
     (negative counts from the end), a header name, a list of these, or a
@@ -289,14 +300,48 @@ def load_array(path: PathLike, *, key: Optional[str] = None,
     if x.shape[1] == 0:
         raise ValueError(f"{where} has no columns left"
                          + (" after dropping columns." if drop is not None else "."))
-    rows = _nonfinite_rows(x)
+    rows = np.flatnonzero(np.isnan(x).any(axis=1)) if allow_inf else _nonfinite_rows(x)
     if rows.size:
         at = f" (line {lines[rows[0]]} of the file)" if lines is not None else ""
+        what = "NaN or missing values" if allow_inf else "NaN, Inf or missing values"
         raise ValueError(
-            f"{where} has {rows.size} {'row' if rows.size == 1 else 'rows'} with NaN, "
-            f"Inf or missing values (first: data row {rows[0]}, 0-based{at}); "
-            "remove or impute them.")
+            f"{where} has {rows.size} {'row' if rows.size == 1 else 'rows'} with {what} "
+            f"(first: data row {rows[0]}, 0-based{at}); remove or impute them.")
     return x
+
+
+def column_names(path: PathLike, *, delimiter: Optional[str] = None, drop: Columns = None,
+                 header: Optional[bool] = None) -> Optional[list]:
+    """The names of the columns :func:`load_array` keeps from a text file, or ``None``.
+
+    ``None`` for ``.npy``/``.npz`` files and for text without a header row. Reads
+    only the first lines; header detection, delimiter and ``drop`` work as in
+    :func:`load_array` (call that first: this function assumes a readable file).
+    """
+    path = os.fspath(path)
+    if os.path.splitext(path)[1].lower() not in _TEXT_SUFFIXES:
+        return None
+    where = f"Data file '{path}'"
+    lines = []
+    with open(path, "r", encoding="utf-8-sig", newline="") as f:
+        for line in f:
+            if line.strip() and not line.lstrip().startswith("#"):
+                lines.append(line.rstrip("\r\n"))
+                if len(lines) >= 50:
+                    break
+    if not lines:
+        return None
+    delim = _resolve_delimiter(delimiter, where) if delimiter is not None else _sniff_delimiter(lines)
+    if delim is None:
+        rows = [line.split() for line in lines]
+    else:
+        rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delim, skipinitialspace=True))
+    rows = [[field.strip() for field in row] for row in rows]
+    if not (header if header is not None else _looks_like_header(rows)):
+        return None
+    names = rows[0]
+    keep = range(len(names)) if drop is None else _kept_columns(drop, len(names), names, where)
+    return [names[j] for j in keep]
 
 
 def _read_numpy(path: str, where: str, suffix: str, key: Optional[str]) -> np.ndarray:
@@ -385,6 +430,11 @@ def _read_text(path: str, where: str, delimiter: Optional[str],
 
     if header is None:
         header = _looks_like_header(rows)
+        if header and _numbers_the_columns(rows):
+            warnings.warn(f"{where}: its first row ({', '.join(rows[0][:5])}"
+                          f"{', ...' if len(rows[0]) > 5 else ''}) numbers the columns, so it is "
+                          "read as a header, not as data; pass header=False (--no-header) to "
+                          "read it as data", DataWarning, stacklevel=3)
     names = rows[0] if header else None
     data, data_lines = (rows[1:], line_numbers[1:]) if header else (rows, line_numbers)
     width = len(names) if names is not None else (len(data[0]) if data else 0)
@@ -447,11 +497,29 @@ def _is_number(field: str) -> bool:
 
 def _looks_like_header(rows) -> bool:
     """Header iff the first row has more non-numeric fields than the second
-    (a single row is a header if anything in it is non-numeric)."""
+    (a single row is a header if anything in it is non-numeric), or it numbers
+    the columns (:func:`_numbers_the_columns`)."""
     def text_fields(row):
         return sum(not _is_number(field) for field in row)
     first = text_fields(rows[0])
-    return first > (text_fields(rows[1]) if len(rows) > 1 else 0)
+    return first > (text_fields(rows[1]) if len(rows) > 1 else 0) or _numbers_the_columns(rows)
+
+
+def _numbers_the_columns(rows) -> bool:
+    """The common numeric header: a first row ``0,1,2,...`` or ``1,2,3,...``
+    (what ``pandas.DataFrame(array).to_csv(index=False)`` writes) above rows
+    that do not follow that pattern."""
+    def as_ints(row):
+        try:
+            return [int(field) for field in row]
+        except ValueError:
+            return None
+    first = as_ints(rows[0])
+    if first is None or len(first) < 2 or len(rows) < 2 or first[0] not in (0, 1):
+        return False
+    if first != list(range(first[0], first[0] + len(first))):
+        return False
+    return as_ints(rows[1]) != first
 
 
 def _parse_column(column, j, names, lines, where) -> np.ndarray:
@@ -532,24 +600,56 @@ class Standardizer(NamedTuple):
     scale: np.ndarray
 
 
+def constant_columns(x) -> np.ndarray:
+    """0-based indices of the columns of ``x: (n, d)`` whose values are all equal.
+
+    A continuous density on such a column is a point mass: its likelihood grows
+    without bound as a flow narrows it, so a fit on it never converges.
+    """
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"expected data of shape (n, d), got shape {arr.shape}.")
+    if arr.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(arr.min(axis=0) == arr.max(axis=0))
+
+
+def constant_columns_message(x, cols, name: str = "data") -> str:
+    """The error for zero-variance columns ``cols`` of ``x`` (names them, says what to do)."""
+    cols = np.asarray(cols)
+    first = np.asarray(x)[0, cols[0]].item()
+    which = (f"column {cols[0]}" if cols.size == 1 else
+             f"{cols.size} columns ({', '.join(str(int(c)) for c in cols[:8])}"
+             f"{', ...' if cols.size > 8 else ''})")
+    return (f"{name} has zero variance in {which} (0-based; column {cols[0]} is {first!r} in "
+            "every row): a density on a constant column is a point mass whose likelihood grows "
+            "without bound, so no flow can be fitted to it; drop the column (or dequantise "
+            "integer data with jaxflows.data.uniform_dequantize).")
+
+
 def fit_standardizer(x) -> Standardizer:
     """Per-column mean and standard deviation of ``x: (n, d)``.
 
-    Constant columns get ``scale = 1`` (they are only centred), so
-    standardising never divides by zero. Computed in float64 on the host;
-    the fields are float64 NumPy arrays ``(d,)``. Raises ``ValueError`` for
-    non-2-D, empty or non-finite data.
+    Computed in float64 on the host; the fields are float64 NumPy arrays
+    ``(d,)``. Raises ``ValueError`` for non-2-D, empty or non-finite data, and
+    for a column with zero variance (all rows equal), naming it: such a column
+    has no density to fit (see :func:`constant_columns`), so drop it first.
     """
     arr = np.asarray(x)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"fit_standardizer expects data of shape (n, d) with n, d >= 1, "
                          f"got shape {arr.shape}.")
     check_finite(arr, "data given to fit_standardizer")
+    cols = constant_columns(arr)
+    if cols.size:
+        raise ValueError(constant_columns_message(arr, cols))
     arr = arr.astype(np.float64)
     mean = arr.mean(axis=0)
     scale = arr.std(axis=0)
-    constant = np.ptp(arr, axis=0) == 0
-    scale = np.where(constant | (scale == 0), 1.0, scale)
+    tiny = np.flatnonzero(~(scale > 0))  # not constant, yet the spread underflows float64
+    if tiny.size:
+        raise ValueError(f"column {tiny[0]} of the data has a standard deviation that underflows "
+                         "float64; rescale or drop it.")
     return Standardizer(mean=mean, scale=scale)
 
 

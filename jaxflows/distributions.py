@@ -31,7 +31,7 @@ def standard_normal(dim: int) -> Distribution:
     def sample(params, key, sample_shape=()):
         return jax.random.normal(key, tuple(sample_shape) + (dim,))
 
-    return Distribution(init, log_prob, sample, dim)
+    return Distribution(init, log_prob, sample, dim, {"name": "normal", "kwargs": {}})
 
 
 def diag_normal(dim: int) -> Distribution:
@@ -50,7 +50,7 @@ def diag_normal(dim: int) -> Distribution:
         eps = jax.random.normal(key, tuple(sample_shape) + (dim,), params["loc"].dtype)
         return params["loc"] + jnp.exp(params["log_scale"]) * eps
 
-    return Distribution(init, log_prob, sample, dim)
+    return Distribution(init, log_prob, sample, dim, {"name": "diag_normal", "kwargs": {}})
 
 
 def uniform(low, high) -> Distribution:
@@ -79,7 +79,8 @@ def uniform(low, high) -> Distribution:
         u = jax.random.uniform(key, tuple(sample_shape) + (dim,))
         return low.astype(u.dtype) + (high - low).astype(u.dtype) * u
 
-    return Distribution(init, log_prob, sample, dim)
+    return Distribution(init, log_prob, sample, dim,
+                        {"name": "uniform", "kwargs": {"low": low.tolist(), "high": high.tolist()}})
 
 
 def mixture_of_gaussians(dim: int, num_components: int = 5, *, init_spread: float = 1.0) -> Distribution:
@@ -122,10 +123,50 @@ def mixture_of_gaussians(dim: int, num_components: int = 5, *, init_spread: floa
         eps = jax.random.normal(k_e, shape + (dim,), params["loc"].dtype)
         return params["loc"][idx] + jnp.exp(params["log_scale"][idx]) * eps
 
-    return Distribution(init, log_prob, sample, dim)
+    return Distribution(init, log_prob, sample, dim, {"name": "mog", "kwargs": {
+        "num_components": int(num_components), "init_spread": float(init_spread)}})
 
 
 BASES = {"normal": standard_normal, "diag_normal": diag_normal, "mog": mixture_of_gaussians}
+
+# Largest mixture a config may ask for (bounded before anything is built).
+MAX_COMPONENTS = 100_000
+
+
+def base_from_config(config, dim: int) -> Distribution:
+    """Rebuild a base from its ``config`` (``{"name": ..., "kwargs": {...}}``,
+    as recorded in ``Distribution.config``) for a flow of dimension ``dim``.
+
+    Every field is checked (type, range, size) before anything is built, so a
+    damaged or hostile config gives a ``ValueError``, never a huge allocation.
+    """
+    if not isinstance(config, dict) or set(config) != {"name", "kwargs"} \
+            or not isinstance(config["kwargs"], dict):
+        raise ValueError(f"a base config must be {{'name': ..., 'kwargs': {{...}}}}, got {config!r:.200}")
+    name, kwargs = config["name"], config["kwargs"]
+    allowed = {"normal": set(), "diag_normal": set(), "mog": {"num_components", "init_spread"},
+               "uniform": {"low", "high"}}
+    if name not in allowed:
+        raise ValueError(f"unknown base {name!r:.100}; known: {sorted(allowed)}")
+    unknown = set(kwargs) - allowed[name]
+    if unknown:
+        raise ValueError(f"base {name!r} takes no argument(s) {sorted(map(str, unknown))}")
+    if name == "mog":
+        k = kwargs.get("num_components", 5)
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_COMPONENTS:
+            raise ValueError(f"base 'mog' needs num_components in [1, {MAX_COMPONENTS}], got {k!r:.100}")
+        spread = kwargs.get("init_spread", 1.0)
+        if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not math.isfinite(spread):
+            raise ValueError(f"base 'mog' needs a finite init_spread, got {spread!r:.100}")
+        return mixture_of_gaussians(dim, k, init_spread=float(spread))
+    if name == "uniform":
+        bounds = [kwargs.get("low"), kwargs.get("high")]
+        for which, b in zip(("low", "high"), bounds):
+            if not isinstance(b, list) or len(b) != dim or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b):
+                raise ValueError(f"base 'uniform' needs {which} as a list of {dim} finite numbers")
+        return uniform(*bounds)
+    return BASES[name](dim)
 
 
 def make_base(base, dim: int) -> Distribution:

@@ -15,10 +15,15 @@ once per epoch (to read the epoch's losses), never per step.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import json
 import math
+import numbers
 import os
 import time
+import warnings
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
@@ -198,6 +203,8 @@ def _check_rows(a, name: str, dim: Optional[int]):
     if a.ndim != 2 or (dim is not None and a.shape[1] != dim):
         want = f"(n, {dim})" if dim is not None else "(n, d)"
         raise ValueError(f"{name} must have shape {want}, got shape {tuple(a.shape)}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} has no rows (shape {tuple(a.shape)})")
     finite = np.asarray(jnp.isfinite(a).all(axis=1) if is_jax else np.isfinite(a).all(axis=1))
     if not finite.all():
         rows = np.flatnonzero(~finite)
@@ -308,6 +315,7 @@ def fit(
     resume: bool = False,
     max_bad_steps: int = 50,
     loss_fn: Optional[Callable] = None,
+    run_settings: Optional[Dict[str, Any]] = None,
 ) -> Tuple[Any, Dict[str, Any]]:
     """Fit ``params`` to ``data: (n, dim)`` by maximum likelihood.
 
@@ -333,17 +341,32 @@ def fit(
         held out; ``val_fraction=0`` trains on everything without validation.
       patience: stop after this many epochs without a better validation
         loss (``None``: never stop early). Needs validation data.
-      progress: show a tqdm bar over epochs (``False`` to silence).
+      progress: show a tqdm bar over epochs (``False`` to silence); it shows the
+        epoch's mean negative log-likelihood per row (nats) on the training and
+        validation rows, as given to ``fit``.
       mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis: each batch is
         sharded along it and params/optimizer state are replicated.
       checkpoint_dir: write the training state there after every epoch
         (atomically, :func:`jaxflows.checkpoint.save`).
-      resume: continue from ``checkpoint_dir`` if it holds a training state
-        (same key, data shapes and optimizer); the result equals an
-        uninterrupted run.
+      resume: continue from ``checkpoint_dir`` if it holds a training state;
+        the result equals an uninterrupted run. The state must come from the
+        same run: same ``key``, flow (its ``config``), ``batch_size``, data
+        (shapes and a SHA-256 of the contents of ``data``, ``context`` and
+        explicit ``val_data``/``val_context``), optimizer (the default Adam's
+        ``learning_rate``; for a given ``optimizer``, the structure of its
+        state and any hyperparameters stored in it, e.g. by
+        ``optax.inject_hyperparams``) and ``run_settings``; otherwise a
+        ``ValueError`` names each difference. ``num_epochs`` and ``patience``
+        may change. Resuming a finished fit warns and returns its best params.
+        Two fits cannot share a ``checkpoint_dir`` at once: the second raises
+        ``checkpoint.DirectoryLocked`` (an ``OSError``).
       max_bad_steps: stop with an error once this many consecutive steps
         had a non-finite loss or gradient (each such step is skipped).
       loss_fn: ``loss(params, x, context) -> ()``; default the mean NLL.
+      run_settings: optional JSON-serialisable dict of settings that define
+        the run and that ``fit`` cannot read from an optax transformation
+        (e.g. ``{"lr": 3e-3, "clip": 1.0}``); stored with the training state
+        and compared on resume.
 
     Returns:
       ``(params, history)``: the params of the epoch with the lowest
@@ -353,9 +376,17 @@ def fit(
       (0-based), ``stopped_early`` and ``num_epochs_run``.
 
     Raises:
-      FloatingPointError: the NaN/Inf guard kept skipping steps; the message
-        says what to try, and ``err.params`` holds the best params so far.
+      ValueError: a bad argument (named in the message), or a resume from
+        another run's training state.
+      FloatingPointError: the NaN/Inf guard kept skipping steps, or the final
+        params give non-finite samples or log-densities on a check batch (the
+        loss can stay finite while the flow is already broken, e.g. a learning
+        rate far too high on heavy-tailed data); the message says what to try,
+        and ``err.params``/``err.history`` hold the best params and history.
     """
+    _check_fit_arguments(batch_size=batch_size, num_epochs=num_epochs,
+                         max_bad_steps=max_bad_steps, learning_rate=learning_rate,
+                         run_settings=run_settings)
     data = _check_rows(data, "data", flow.dim)
     if context is not None:
         context = _check_rows(context, "context", flow.context_dim)
@@ -371,12 +402,22 @@ def fit(
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir=")
-    optimizer = optimizer if optimizer is not None else _default_optimizer(
-        1e-3 if learning_rate is None else float(learning_rate))
+    default_lr = None if optimizer is not None else (1e-3 if learning_rate is None else float(learning_rate))
+    optimizer = optimizer if optimizer is not None else _default_optimizer(default_lr)
     mesh = _auto_mesh(mesh)
     devices = _mesh_size(mesh)
 
+    # ---- raw-scale data: refuse zero-variance columns, warn about unstandardised data, and
+    # standardise on the host in float64 for a flow from jaxflows.standardize (trained as the
+    # flow it wraps, same params; its NLL in data units is the wrapped flow's + nll_offset)
+    from .standardizing import prepare_fit  # local: standardizing imports flows and data
+    if val_data is not None:
+        val_data = _check_rows(val_data, "val_data", flow.dim)
+    model_flow = flow
+    flow, data, val_data, nll_offset = prepare_fit(flow, data, val_data, loss_fn)
+
     # ---- validation rows ------------------------------------------------
+    explicit_val = val_data is not None
     split_key, loop_key = jax.random.split(key)
     n_all = data.shape[0]
     if val_data is not None:
@@ -439,25 +480,39 @@ def fit(
                                "skipped_steps": []}
     best_params, best_val, best_epoch, since_best, start_epoch = params, math.inf, -1, 0, 0
     stopped_early = False
-    fingerprint = {"key": _key_fingerprint(key), "n_train": int(n),
-                   "n_val": int(val_data.shape[0]) if has_val else 0,
-                   "dim": int(flow.dim), "batch_size": int(batch_size)}
+    fingerprint = None
     state_path = None
+    held = contextlib.ExitStack()  # the checkpoint directory's lock, released when fit ends
     if checkpoint_dir is not None:
         from . import checkpoint as ckpt  # local: checkpoint imports train-free modules only
-        os.makedirs(checkpoint_dir, exist_ok=True)
         state_path = os.path.join(checkpoint_dir, TRAIN_STATE_FILE)
+        fingerprint = _run_fingerprint(
+            run_settings=run_settings, key=key, flow_config=model_flow.config, dim=flow.dim,
+            n_train=n, n_val=int(val_data.shape[0]) if has_val else 0, batch_size=batch_size,
+            learning_rate=default_lr, opt_state=opt_state,
+            arrays={"data": data, "context": context,
+                    "val_data": val_data if explicit_val else None,
+                    "val_context": val_context if explicit_val else None})
+        held.enter_context(ckpt.directory_lock(checkpoint_dir, "another fit"))
         if resume and os.path.exists(state_path):
-            st = ckpt.read_train_state(state_path, params, opt_state)
-            if st["fingerprint"] != fingerprint:
-                raise ValueError(
-                    f"checkpoint '{state_path}' was written by a different run "
-                    f"({st['fingerprint']} vs now {fingerprint}); use the same key, data and "
-                    "batch_size to resume, or another checkpoint_dir")
+            def same_run(state):
+                _refuse_other_run(state_path, state.get("fingerprint"), fingerprint)
+
+            try:
+                st = ckpt.read_train_state(state_path, params, opt_state, check=same_run)
+            except BaseException:
+                held.close()
+                raise
             params, opt_state, best_params = st["params"], st["opt_state"], st["best_params"]
             history, best_val = st["history"], st["best_val"]
             best_epoch, since_best = st["best_epoch"], st["since_best"]
             start_epoch, stopped_early = st["epoch"], st["stopped_early"]
+            if stopped_early or start_epoch >= num_epochs:
+                how = (f"it stopped early at epoch {start_epoch} (patience)" if stopped_early else
+                       f"it ran {start_epoch} epochs and num_epochs is {num_epochs}; raise "
+                       "num_epochs to train longer")
+                warnings.warn(f"checkpoint '{state_path}' holds a finished fit: {how}. Nothing is "
+                              "left to train; returning its best params", UserWarning, stacklevel=2)
 
     carry = _replicate(Carry(params, opt_state, _zero_stats()), mesh)
     bar = None
@@ -484,8 +539,8 @@ def fit(
             ok, max_bad = int(stats.ok_steps), int(stats.max_bad_run)
             train_loss = float(stats.loss_sum) / ok if ok else float("nan")
             val_loss = validate(carry.params)
-            history["train_loss"].append(train_loss)
-            history["val_loss"].append(val_loss)
+            history["train_loss"].append(train_loss + nll_offset)
+            history["val_loss"].append(val_loss + nll_offset)
             history["skipped_steps"].append(steps_per_epoch - ok)
             history["epoch_seconds"].append(time.perf_counter() - t0)
             if max_bad >= max_bad_steps:
@@ -508,17 +563,19 @@ def fit(
             else:
                 best_epoch, best_params = epoch, carry.params
             if state_path is not None:
-                _save_state(state_path, flow, carry, best_params, history, best_val, best_epoch,
+                _save_state(state_path, model_flow, carry, best_params, history, best_val, best_epoch,
                             since_best, epoch + 1, stopped_early, fingerprint)
             if bar is not None:
                 bar.update(1)
-                post = {"train": f"{train_loss:.4f}"}
+                # mean negative log-likelihood per row (nats) of the data fit trains on
+                post = {"train NLL": f"{train_loss:.4f}"}
                 if has_val:
-                    post["val"] = f"{val_loss:.4f}"
+                    post["val NLL"] = f"{val_loss:.4f}"
                 bar.set_postfix(post, refresh=False)
     finally:
         if bar is not None:
             bar.close()
+        held.close()
 
     if best_epoch < 0:  # no epoch ran (num_epochs=0)
         best_params = carry.params
@@ -527,7 +584,133 @@ def fit(
     history["num_epochs_run"] = len(history["train_loss"])
     if mesh is not None:  # replicated over the mesh -> one copy on the default device
         best_params = _host_tree(best_params)
+    if history["num_epochs_run"] > start_epoch:  # epochs ran in this call: check what they gave
+        _check_final_params(flow, best_params, key, train_c, history)
     return jax.tree_util.tree_map(jnp.asarray, best_params), history
+
+
+def _check_fit_arguments(*, batch_size, num_epochs, max_bad_steps, learning_rate, run_settings):
+    """Refuse bad scalar arguments of :func:`fit` with a message naming them."""
+    for name, value, least in (("batch_size", batch_size, 1), ("num_epochs", num_epochs, 0),
+                               ("max_bad_steps", max_bad_steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if learning_rate is not None:
+        try:
+            lr = float(learning_rate)
+        except (TypeError, ValueError):
+            raise TypeError(f"learning_rate must be a number, got {learning_rate!r}") from None
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
+    if run_settings is not None:
+        if not isinstance(run_settings, dict):
+            raise TypeError(f"run_settings must be a dict, got {type(run_settings).__name__}")
+        try:
+            json.dumps(run_settings, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"run_settings must hold JSON data (numbers, strings, lists, dicts): "
+                            f"{err}") from None
+
+
+def _content_hash(arrays: Dict[str, Any]) -> Dict[str, Any]:
+    """Shape, dtype and SHA-256 of each array (hashed in row chunks: bounded memory)."""
+    out = {}
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        h = hashlib.sha256()
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            digest = "not hashed (spread over several processes)"
+        else:
+            rows = max(1, (1 << 24) // max(1, int(np.prod(a.shape[1:])) * a.dtype.itemsize))
+            for start in range(0, a.shape[0], rows):
+                h.update(np.ascontiguousarray(np.asarray(a[start:start + rows])).data)
+            digest = h.hexdigest()[:16]
+        out[name] = {"shape": list(a.shape), "dtype": str(a.dtype), "sha256": digest}
+    return out
+
+
+def _run_fingerprint(*, run_settings, key, flow_config, dim, n_train, n_val, batch_size,
+                     learning_rate, opt_state, arrays) -> Dict[str, Any]:
+    """What identifies a run, as JSON data: a resumed fit must match it exactly."""
+    leaves, treedef = jax.tree_util.tree_flatten(opt_state)
+    hyper = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]:
+        name = jax.tree_util.keystr(path)
+        if "hyperparams" in name and np.size(leaf) == 1:  # optax.inject_hyperparams
+            hyper[name] = float(np.asarray(leaf))
+    optimizer = {"state_structure": hashlib.sha256(str(treedef).encode()).hexdigest()[:16],
+                 "hyperparams": hyper}
+    if learning_rate is not None:
+        optimizer = {"default_adam_learning_rate": learning_rate, **optimizer}
+    fp = {"settings": run_settings or {}, "flow": flow_config, "key": _key_fingerprint(key),
+          "dim": int(dim), "n_train": int(n_train), "n_val": int(n_val),
+          "batch_size": int(batch_size), "optimizer": optimizer, "data": _content_hash(arrays)}
+    return json.loads(json.dumps(fp))  # as it reads back from the file (lists, not tuples)
+
+
+def _differences(old, new, prefix: str = "") -> list:
+    out = []
+    keys = list(new) + [k for k in old if k not in new]
+    for k in keys:
+        a, b = old.get(k, "absent"), new.get(k, "absent")
+        name = f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            # the caller's settings read as given ("--layers"); the rest as paths
+            out += _differences(a, b, "" if (prefix == "" and k == "settings") else name + ".")
+        elif a != b:
+            if name.startswith("data.") and name.endswith(".sha256"):  # same shape, other values
+                name = name.split(".")[1] + " contents (SHA-256)"
+            out.append(f"{name}: checkpoint {a}, now {b}")
+    return out
+
+
+def _refuse_other_run(path: str, saved, now) -> None:
+    if saved == now:
+        return
+    if not isinstance(saved, dict):
+        raise ValueError(f"checkpoint '{path}' has no run fingerprint (written by an older "
+                         "jaxflows?); use another checkpoint_dir")
+    diffs = _differences(saved, now)
+    raise ValueError(f"checkpoint '{path}' was written by a different run, not resuming it: "
+                     + "; ".join(diffs) + ". Resume with the same settings and data, or write "
+                     "to another checkpoint_dir")
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_draw(sample_and_log_prob: Callable, m: int, conditional: bool):
+    shape = () if conditional else (m,)
+    return jax.jit(lambda p, k, c: sample_and_log_prob(p, k, shape, c))
+
+
+CHECK_SAMPLES = 64
+
+
+def _check_final_params(flow: Flow, params, key, context, history) -> None:
+    """Draw a batch from the fitted flow: its samples and their log-densities
+    must be finite. The NaN guard watches the loss, which can stay finite while
+    sampling (the other direction of the flow) has already broken down."""
+    m = CHECK_SAMPLES
+    ctx = None
+    if flow.context_dim is not None:
+        m = min(m, context.shape[0])
+        ctx = jnp.asarray(_take(context, np.arange(m)))
+    draw = _compiled_draw(flow.sample_and_log_prob, m, ctx is not None)
+    x, lp = draw(params, jax.random.fold_in(key, 0x5AFE), ctx)
+    bad = int(np.sum(~(np.isfinite(np.asarray(x)).all(axis=-1) & np.isfinite(np.asarray(lp)))))
+    if bad == 0:
+        return
+    what = (f"{bad} of {m} samples drawn from the fitted flow (or their log-densities) are "
+            "NaN or Inf")
+    if 2 * bad > m:
+        err = FloatingPointError(
+            f"{what}, although the training loss stayed finite: the fit diverged. Try a lower "
+            "learning rate, gradient clipping (optax.chain(optax.clip_by_global_norm(1.0), "
+            "optax.adam(...))), or standardising the data (zero mean, unit variance per column)")
+        err.params, err.history = params, history
+        raise err
+    warnings.warn(f"{what}: the flow's far tails overflow; check samples before using them",
+                  RuntimeWarning, stacklevel=3)
 
 
 def _save_state(path, flow, carry, best_params, history, best_val, best_epoch, since_best,

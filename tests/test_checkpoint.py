@@ -59,7 +59,8 @@ def test_minimal_save_and_flow_without_config(tmp_path):
     assert c.opt_state is None and c.step is None and c.standardizer is None
     assert c.metadata == {}
     custom = jf.transformed(flow.bijector, "normal", dim=2)  # no config
-    p = ckpt.save(tmp_path / "c.ckpt", custom, params)
+    with pytest.warns(UserWarning, match="without a flow config"):
+        p = ckpt.save(tmp_path / "c.ckpt", custom, params)
     c = ckpt.load(p)
     assert c.flow is None and c.config is None
     c = ckpt.load(p, flow=custom)
