@@ -250,7 +250,7 @@ def compile_table(docs: Dict[str, Any]) -> List[str]:
 
 
 def targets_table(docs: Dict[str, Any]) -> List[str]:
-    """The issue's targets, measured, with pass/fail."""
+    """The speed goals jaxflows was built against, measured, with pass/fail."""
     jf, fj = docs.get("jaxflows"), docs.get("flowjax")
     if not jf or not fj:
         return []
@@ -295,7 +295,7 @@ def targets_table(docs: Dict[str, Any]) -> List[str]:
         worst = max(errs) if errs else None
         rows.append(("sequential direction exact (max abs err)", "<= 1e-5", "-" if worst is None else f"{worst:.1e}",
                      worst is not None and worst <= 1e-5))
-    lines = ["### Targets (issue 5)", "", "| target | goal | measured | met |", "|---|---|---|---|"]
+    lines = ["### Speed goals", "", "| target | goal | measured | met |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {'-' if c == '-' else ('yes' if d else '**no**')} |" for a, b, c, d in rows]
     return lines + [""]
 

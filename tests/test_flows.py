@@ -20,7 +20,7 @@ def _random_flow(name, dim=3, context_dim=None, **kw):
     return flow, params
 
 
-# --- seed 003: a linear Gaussian autoregressive layer is a multivariate normal ---------------
+# --- a linear Gaussian autoregressive layer is a multivariate normal (MAF paper, section 3) ----
 
 def _linear_gaussian_layer(kind, dim, seed):
     """One affine AR layer with mu linear in the earlier variables and constant sigma."""
@@ -61,7 +61,7 @@ def test_linear_gaussian_autoregressive_layer_is_multivariate_normal(kind):
 
 
 def test_autoregressive_flow_equals_product_of_gaussian_conditionals():
-    """Seed 003: log p(x) = sum_i log N(x_i | m_i(x_<i), s_i(x_<i)^2) for one MAF layer, whose
+    """log p(x) = sum_i log N(x_i | m_i(x_<i), s_i(x_<i)^2) for one MAF layer, whose
     density side is z_i = mu_i + sigma_i x_i, so m_i = -mu_i / sigma_i and s_i = 1 / sigma_i."""
     dim = 3
     layer = B.maf_layer(dim, hidden=(9,))

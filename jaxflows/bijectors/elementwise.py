@@ -77,7 +77,7 @@ def elementwise(transformer: Transformer, dim: int) -> Bijector:
 
 
 def elementwise_affine(dim: int, min_scale: float = 1e-3) -> Bijector:
-    """Element-wise affine ``y = mu + sigma * x`` (seed 004) with learnable
+    """Element-wise affine ``y = mu + sigma * x`` with learnable
     ``theta = (mu, s)`` per dimension; see :func:`affine`."""
     return elementwise(affine(min_scale), dim)
 
