@@ -38,9 +38,30 @@ def main(argv=None) -> int:
     print(f"  sampling: {m['sample_seconds_per_1000']:.3f} s per 1000 samples")
     print(f"  report: {os.path.abspath(os.path.join(args.out, REPORT_FILE))}")
     print(f"  metrics: {os.path.abspath(os.path.join(args.out, METRICS_FILE))}")
-    print(f"  checkpoint: {os.path.abspath(os.path.join(args.out, MODEL_FILE))} "
-          f"(try: python -m jaxflows info {os.path.join(args.out, MODEL_FILE)})")
+    print(f"  checkpoint: {os.path.abspath(os.path.join(args.out, MODEL_FILE))}")
+    print(f"next: {command_hint()} info {os.path.join(args.out, MODEL_FILE)}" + (
+        "   (or: source .venv/bin/activate, then jaxflows info ...)"
+        if command_hint().startswith(".venv") else ""))
     return 0
+
+
+def command_hint() -> str:
+    """How to call ``jaxflows`` from the current directory, as it can be pasted.
+
+    ``jaxflows`` if that is the one on PATH; else the console script beside this
+    Python (``.venv/bin/jaxflows`` after ``make demo``); else ``python -m jaxflows``
+    with this interpreter's path.
+    """
+    import shutil
+    bindir = os.path.dirname(sys.executable)
+    script = os.path.join(bindir, "jaxflows")
+    on_path = shutil.which("jaxflows")
+    if on_path and os.path.exists(script) and os.path.samefile(on_path, script):
+        return "jaxflows"
+    if os.path.exists(script):
+        rel = os.path.relpath(script)
+        return rel if not rel.startswith("..") else script
+    return f"{sys.executable} -m jaxflows"
 
 
 if __name__ == "__main__":
