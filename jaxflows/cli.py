@@ -5,6 +5,8 @@
     jaxflows fit [DATA] --flow maf --layers 5 --hidden 64,64 --epochs 100 --out DIR
     jaxflows sample CKPT -n 1000 --out samples.npy
     jaxflows score CKPT DATA --out scores.npy
+    jaxflows score CKPT DATA --calibrate VAL --false-alarm-rate 0.01 --out scores.csv
+    jaxflows compare A.ckpt B.ckpt DATA [--json OUT.json]
     jaxflows info CKPT
 
 ``fit`` loads DATA (``.npy``, ``.npz`` with ``--array``, or delimited text with
@@ -23,6 +25,12 @@ nothing and exits with status 1 (``--keep-nonfinite`` writes them).
 ``score`` gives ``-inf`` for rows with Inf values or beyond the flow's
 float32 range, refuses rows with NaN (naming the row), and lists the most
 anomalous rows, ``-inf`` first (``--top``).
+
+``score --calibrate VAL`` adds each row's conformal p-value (the rank of its
+log-likelihood among those of VAL, held-out normal rows) and a flag
+``p <= --false-alarm-rate`` (:mod:`jaxflows.anomaly`). ``compare`` scores the
+same rows under two checkpoints and reports the paired difference of their
+mean log-likelihoods with its standard error (:func:`jaxflows.compare`).
 
 Any error prints one line ``jaxflows: error: ...`` on stderr and exits with
 status 1 (2 for a bad command line), without a traceback; set
