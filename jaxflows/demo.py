@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     print()
     print(f"demo: {m['data']}, MAF trained {m['epochs_run']} epochs in {m['train_seconds']:.0f} s")
     print(f"  test log-likelihood: {test['log_likelihood_nats']:.2f} nats "
-          f"(+- {test['stderr_nats']:.2f}), {test['bits_per_dim']:.4f} bits/dim")
+          f"+- {2 * test['stderr_nats']:.2f} (2 standard errors), {test['bits_per_dim']:.4f} bits/dim")
     print(f"  sampling: {m['sample_seconds_per_1000']:.3f} s per 1000 samples")
     print(f"  report: {os.path.abspath(os.path.join(args.out, REPORT_FILE))}")
     print(f"  metrics: {os.path.abspath(os.path.join(args.out, METRICS_FILE))}")
