@@ -327,7 +327,15 @@ def fit(
 
     Args:
       flow, params: the flow and its initial params.
-      data: ``(n, dim)`` float, NumPy or JAX; no NaN/Inf rows.
+      data: ``(n, dim)`` float, NumPy or JAX; no NaN/Inf rows and no column
+        with zero variance (refused, naming it: its likelihood is unbounded).
+        Factory flows expect roughly standardised data: on data far from zero
+        mean / unit variance ``fit`` warns (``jaxflows.RawScaleWarning``), and
+        an NSF warns when over 1% of the values lie outside its spline bound.
+        Train on raw data with ``flow = jaxflows.standardize(flow, data)``: the
+        standardisation is then part of the flow, NumPy data are standardised
+        in float64 on the host before the cast to the flow's dtype, and the
+        losses in ``history`` are in the data's units.
       key: PRNG key; the whole fit is a deterministic function of it.
       optimizer: any ``optax.GradientTransformation`` (schedules, clipping
         via ``optax.chain``); default ``optax.adam(learning_rate or 1e-3)``.
@@ -567,10 +575,11 @@ def fit(
                             since_best, epoch + 1, stopped_early, fingerprint)
             if bar is not None:
                 bar.update(1)
-                # mean negative log-likelihood per row (nats) of the data fit trains on
-                post = {"train NLL": f"{train_loss:.4f}"}
+                # mean negative log-likelihood per row (nats) of the data given to fit, in
+                # their units (as in the history)
+                post = {"train NLL": f"{train_loss + nll_offset:.4f}"}
                 if has_val:
-                    post["val NLL"] = f"{val_loss:.4f}"
+                    post["val NLL"] = f"{val_loss + nll_offset:.4f}"
                 bar.set_postfix(post, refresh=False)
     finally:
         if bar is not None:

@@ -20,6 +20,7 @@ from jaxflows import flows
 from jaxflows.bijectors import (
     chain,
     elementwise_affine,
+    fixed_affine,
     iaf_layer,
     logit,
     invert,
@@ -70,6 +71,13 @@ def _flow(factory, dim=3, **kw):
     return f.bijector, dict(dim=dim, context_dim=kw.get("context_dim"))
 
 
+def _standardized_flow(factory, dim=3, **kw):
+    from jaxflows import standardize
+    f = standardize(factory(dim, num_layers=2, hidden=H, **kw), shift=[1.0, -2.0, 30.0],
+                    scale=[0.5, 2.0, 10.0])
+    return f.bijector, dict(dim=dim, context_dim=kw.get("context_dim"))
+
+
 REGISTRY = {
     # autoregressive kernel, both orientations
     "maf_layer": lambda: _ar(maf_layer),
@@ -96,6 +104,9 @@ REGISTRY = {
     "logit_pixels": lambda: (logit(D, alpha=1e-6, scale=256.0),
                              dict(dim=D, data_domain=lambda v: 256 * jax.nn.sigmoid(v))),
     "random_permutation": lambda: (random_permutation(5, seed=3), dict(dim=5)),
+    # fixed affine (the standardisation inside jaxflows.standardize)
+    "fixed_affine": lambda: (fixed_affine([1.0, -2.0, 0.5, 30.0], [0.5, 2.0, 1.5, 10.0]),
+                             dict(dim=D)),
     # combinators
     "chain": lambda: (chain(maf_layer(D, hidden=H), reverse(D), elementwise_affine(D)), dict(dim=D)),
     "chain_context": lambda: (chain(maf_layer(D, hidden=H, context_dim=C),
@@ -129,5 +140,6 @@ FLOW_REGISTRY = {
     "realnvp_flow": lambda: _flow(flows.realnvp),
     "realnvp_flow_context_batch_norm": lambda: _flow(flows.realnvp, context_dim=C, batch_norm=True),
     "nsf_flow": lambda: _flow(flows.nsf, num_bins=4),
+    "maf_flow_standardized_context": lambda: _standardized_flow(flows.maf, context_dim=C),
     "nsf_coupling_flow_context": lambda: _flow(flows.nsf, num_bins=4, coupling_layers=True, context_dim=C),
 }

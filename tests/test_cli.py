@@ -62,15 +62,17 @@ def test_sample_score_info_round_trip(run, capsys):
     assert cli.main(["score", ck, str(csv), "--drop", "label", "--out", str(d / "sc.npy")]) == 0
     scores = np.load(d / "sc.npy")
     assert scores.shape == (300,) and np.isfinite(scores).all()
-    # the scores equal the flow's density with the standardiser's log-Jacobian
+    # the scores equal the density of the flow inside the checkpoint's standardisation, with
+    # the standardisation's log-Jacobian (the statistics live in the flow's config)
+    from jaxflows import split_standardization
     from jaxflows.checkpoint import load
     from jaxflows.data import standardize, standardizer_log_det
     c = load(ck)
+    assert c.standardizer is None and "standardize" in c.config
+    inner, std = split_standardization(c.flow)
     data = load_array(csv, drop="label")
-    ref = np.asarray(c.flow.log_prob(c.params, np.asarray(standardize(c.standardizer, data),
-                                                          np.float32)))
-    np.testing.assert_allclose(scores, ref + standardizer_log_det(c.standardizer), rtol=1e-4,
-                               atol=1e-3)
+    ref = np.asarray(inner.log_prob(c.params, np.asarray(standardize(std, data), np.float32)))
+    np.testing.assert_allclose(scores, ref + standardizer_log_det(std), rtol=1e-4, atol=1e-3)
     # an outlier scores far lower: the anomaly-detection use
     odd = d / "odd.npy"
     np.save(odd, np.array([[0.0, 100.0, -5.0], [8.0, 300.0, 5.0]]))

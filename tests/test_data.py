@@ -310,12 +310,16 @@ def test_standardizer_moments_and_round_trip():
     np.testing.assert_allclose(D.standardizer_log_det(s), -np.sum(np.log(x.std(0))))
 
 
-def test_standardizer_constant_column():
-    x = np.column_stack([np.full(10, 0.1), np.arange(10.0)])
-    s = D.fit_standardizer(x)
-    assert s.scale[0] == 1.0
-    z = D.standardize(s, x)
-    assert np.all(np.isfinite(z)) and np.allclose(z[:, 0], 0.0)
+def test_standardizer_refuses_a_constant_column():
+    """A constant column has no density (a point mass: unbounded likelihood): named, refused."""
+    x = np.column_stack([np.arange(10.0), np.full(10, 0.1), np.arange(10.0) ** 2])
+    np.testing.assert_array_equal(D.constant_columns(x), [1])
+    with pytest.raises(ValueError, match=r"zero variance in column 1 \(0-based; column 1 is 0\.1 "
+                                         r"in every row\).*drop the column"):
+        D.fit_standardizer(x)
+    x[:, 2] = -4.0
+    with pytest.raises(ValueError, match=r"zero variance in 2 columns \(1, 2\)"):
+        D.fit_standardizer(x)
 
 
 def test_standardizer_log_det_changes_units():
