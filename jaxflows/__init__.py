@@ -5,7 +5,7 @@ log_prob, sample, sample_and_log_prob, to_latent, from_latent, ...)``; params
 are plain pytrees.  See README.md for the tour.
 """
 
-from . import bijectors, checkpoint, data, distributions, interop, nn, testing, vi
+from . import bijectors, checkpoint, conditioners, data, distributions, interop, nn, testing, vi
 from ._types import Bijector, Distribution, Transformer
 from .bijectors import chain, invert, stack
 from .bijectors.batchnorm import merge_state, split_state
@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Bijector", "Checkpoint", "CheckpointError", "Distribution", "FACTORIES", "Flow", "Transformer",
-    "anomaly", "bijectors", "chain", "checkpoint", "compare", "comparison", "data", "diag_normal",
+    "anomaly", "bijectors", "chain", "checkpoint", "conditioners", "compare", "comparison", "data", "diag_normal",
     "distill", "distillation", "distillation_kl", "distrax_base", "distributions", "elbo",
     "fit", "fit_vi", "from_config", "iaf", "importance_ess", "interop", "invert", "layer_orders", "load",
     "maf", "make_step", "merge_state", "mixture_of_gaussians", "nll_loss", "nn", "nsf", "realnvp", "save",

@@ -238,7 +238,7 @@ def from_linen(module, *, zero_last: bool = True, out_attr: str = "out_dim") -> 
         return m.apply(variables, x, context, **kw)
 
     needs_width = make is not None or out_attr in {f.name for f in dataclasses.fields(module)}
-    config = {"type": "flax.linen", "module": name, "repr": text[:500], "zero_last": bool(zero_last),
+    config = {"type": "flax.linen", "module": name, "repr": " ".join(text.replace("# attributes", "").split())[:500], "zero_last": bool(zero_last),
               "out_attr": out_attr}
 
     def init(key, in_dim, out_dim, context_dim=None):
