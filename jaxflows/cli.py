@@ -134,7 +134,7 @@ def _data_args(p):
     p.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
                    help="text files: the first row is a header (--header) or data (--no-header) "
                         "(default: detected: a row with names, or one numbering the columns "
-                        "0,1,2,... or 1,2,3,..., is a header)")
+                        "0,1,2,... above real numbers, is a header)")
     p.add_argument("--drop", metavar="COLS",
                    help="columns to remove, e.g. 'quality' or '0,3' (0-based indices; names need "
                         "a header row)")
@@ -323,15 +323,25 @@ def _nonfinite_rows(x) -> int:
 
 
 class _WarningsAsLines:
-    """Inside: Python warnings print as one line ``jaxflows: warning: ...`` on stderr."""
+    """Inside: fit's data warnings (``jaxflows.RawScaleWarning``: unstandardised data, values
+    outside a spline's bound) print as one line ``jaxflows: warning: ...`` on stderr."""
 
     def __enter__(self):
         import warnings
+        from .standardizing import RawScaleWarning
         self._ctx = warnings.catch_warnings()
         self._ctx.__enter__()
-        warnings.simplefilter("default")
-        warnings.showwarning = lambda message, *a, **k: print(
-            f"jaxflows: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+        warnings.filterwarnings("default", category=RawScaleWarning)
+        show = warnings.showwarning
+
+        def one_line(message, category, *args, **kwargs):
+            if issubclass(category, RawScaleWarning):
+                print(f"jaxflows: warning: {' '.join(str(message).split())}", file=sys.stderr,
+                      flush=True)
+            else:
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = one_line
         return self
 
     def __exit__(self, *exc):
