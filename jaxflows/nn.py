@@ -424,3 +424,14 @@ def sequential_batch_tile(cfg: MadeConfig, cache_bytes: int = 1 << 19) -> int:
     while tile * 2 * per_event <= cache_bytes:
         tile *= 2
     return tile
+
+# The conditioner protocol and the flax adapters live in jaxflows.conditioners (which imports this
+# module); they are also reachable here: jaxflows.nn.from_linen, jaxflows.nn.MaskedDense, ...
+_FROM_CONDITIONERS = ("Conditioner", "MaskedDense", "check_autoregressive", "from_linen", "made_degrees")
+
+
+def __getattr__(name):
+    if name in _FROM_CONDITIONERS:
+        from . import conditioners  # noqa: PLC0415 - imported on first use: it imports this module
+        return getattr(conditioners, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

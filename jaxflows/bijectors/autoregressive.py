@@ -14,7 +14,8 @@ MADE pass of arithmetic; ``method="scan"`` reruns the whole MADE each step
 ``log_det_fwd = sum_i log|tau'(a_i; theta_i)|`` and ``log_det_inv`` is its
 negative (accumulated step by step: ``theta_i`` is final once ``a_<i`` is).
 
-With the affine transformer ``tau(u) = mu + sigma * u`` (seed 003):
+With the affine transformer ``tau(u) = mu + sigma * u`` (the Gaussian autoregressive
+layer of Papamakarios et al. 2017, MAF, and Kingma et al. 2016, IAF):
 
 - :func:`iaf_layer` is the kernel as is, with ``a = z``, ``b = x``:
   ``x_i = mu_i(z_<i) + sigma_i(z_<i) * z_i``; sampling (forward) is the
@@ -24,7 +25,7 @@ With the affine transformer ``tau(u) = mu + sigma * u`` (seed 003):
   and sampling (forward) solves ``x_i = (z_i - mu_i(x_<i)) / sigma_i(x_<i)``
   sequentially.
 
-Both are the notes' ``x_i = mu_i(.<i) + sigma_i(.<i) * z_i`` family; they
+Both are affine autoregressive maps ``x_i = mu_i(.<i) + sigma_i(.<i) * z_i``; they
 differ in which side the conditioner reads (and, for MAF, which side carries
 the softplus scale: see :func:`maf_layer`).  The Jacobian of either
 direction is triangular in ``order``: output ``i`` depends on inputs ``<= i``.
@@ -40,6 +41,7 @@ import numpy as np
 
 from .._checks import check_context, check_event
 from .._types import Bijector, Transformer
+from ..conditioners import bind, check_autoregressive, is_made
 from ..nn import check_order, made_apply, made_config, made_init, made_sequential
 from .combinators import invert
 from .elementwise import affine
@@ -51,12 +53,13 @@ def autoregressive(
     dim: int,
     transformer: Transformer,
     *,
-    hidden: Sequence[int] = (64, 64),
+    hidden: Optional[Sequence[int]] = None,
     context_dim: Optional[int] = None,
     order=None,
     residual: bool = False,
-    activation: Union[str, Callable] = "relu",
-    method: str = "cached",
+    activation: Union[str, Callable, None] = None,
+    method: Optional[str] = None,
+    conditioner=None,
 ) -> Bijector:
     """The autoregressive kernel (module docstring): parallel ``forward``,
     sequential ``inverse``.
@@ -75,9 +78,34 @@ def autoregressive(
       whole MADE at every step (``dim`` passes).
 
     Both give the same values, log-dets and gradients (up to float rounding).
+
+    The network is the built-in MADE with ``hidden`` sizes (default
+    ``(64, 64)``), ``activation`` (default ``"relu"``) and ``residual``, or
+    ``conditioner``: :func:`jaxflows.conditioners.made` (the same MADE) or
+    your own network, a :class:`~jaxflows.conditioners.Conditioner` or a
+    ``flax.linen`` module (see :func:`jaxflows.nn.from_linen`).  A user network
+    works in the natural order: row ``i`` of its ``(dim, num_params)`` output
+    may read inputs ``0..i-1`` only; the layer feeds it the variables in
+    ``order`` and puts its rows back.  It is checked when the layer is built
+    (:func:`jaxflows.conditioners.check_autoregressive`, a ``ValueError``
+    naming the offending output), and its sequential direction is the
+    ``"scan"`` reference (``dim`` network passes; the default for user
+    networks): the cached inversion reads the built-in MADE's layout and is
+    for the built-in MADE only.
     """
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if conditioner is not None:
+        if hidden is not None or activation is not None or residual:
+            raise ValueError("hidden=, activation= and residual= configure the built-in MADE; with "
+                             "conditioner= set them on the network instead")
+        if not is_made(conditioner):
+            return _user_autoregressive(dim, transformer, conditioner, context_dim, order, method, None)
+        hidden, activation, residual = (conditioner.config["hidden"], conditioner.config["activation"],
+                                        conditioner.config["residual"])
+    hidden = (64, 64) if hidden is None else hidden
+    activation = "relu" if activation is None else activation
+    method = "cached" if method is None else method
     cfg = made_config(dim, hidden, transformer.num_params, context_dim=context_dim, residual=residual)
     if order is None or isinstance(order, (list, tuple, np.ndarray)):
         order = check_order(order, dim)
@@ -121,6 +149,58 @@ def autoregressive(
     return Bijector(init, forward, inverse_cached if method == "cached" else inverse_scan)
 
 
+def _user_autoregressive(dim, transformer, conditioner, context_dim, order, method, input_bound):
+    """The kernel with a user network (see :func:`autoregressive`): the network
+    runs in order space (position ``k`` holds variable ``order[k]``), checked
+    autoregressive there, inverted by the reference scan."""
+    if method == "cached":
+        raise ValueError("method='cached' is the built-in MADE's one-pass inversion; a user network "
+                         "inverts with method='scan' (the default for user networks)")
+    if not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    if input_bound is not None and not (np.isfinite(input_bound) and input_bound > 0):
+        raise ValueError(f"input_bound must be None or a positive finite number, got {input_bound!r}")
+    P = transformer.num_params
+    net = bind(conditioner, dim, dim * P, context_dim)
+    check_autoregressive(net, dim, P, context_dim)
+    if order is None or isinstance(order, (list, tuple, np.ndarray)):
+        order = check_order(order, dim)
+    order = jnp.asarray(order)
+
+    def theta_of(params, a, context):
+        u = a[order]  # order space
+        if input_bound is not None:
+            u = input_bound * jnp.tanh(u / input_bound)
+        t = net.apply(params, u, context)
+        if t.shape != (dim * P,):
+            raise ValueError(f"the autoregressive conditioner returned shape {tuple(t.shape)} for one event; "
+                             f"the layer needs ({dim * P},) (dim * transformer.num_params)")
+        return jnp.zeros((dim, P), a.dtype).at[order].set(t.reshape(dim, P).astype(a.dtype))
+
+    def init(key):
+        return net.init(key, dim, dim * P, context_dim)
+
+    def forward(params, a, context=None):
+        a = check_event(a, dim)
+        context = check_context(context, context_dim)
+        b, ld = transformer.forward(a, theta_of(params, a, context))
+        return b, jnp.sum(ld)
+
+    def inverse(params, b, context=None):
+        b = check_event(b, dim, "y")
+        context = check_context(context, context_dim)
+
+        def step(a, i):
+            theta_i = theta_of(params, a, context)[i]
+            a_i, ld_i = transformer.inverse(b[i], theta_i)
+            return a.at[i].set(a_i), ld_i
+
+        a, lds = jax.lax.scan(step, jnp.zeros_like(b), order)
+        return a, jnp.sum(lds)
+
+    return Bijector(init, forward, inverse)
+
+
 def iaf_layer(dim: int, *, min_scale: float = 1e-3, **kwargs) -> Bijector:
     """Inverse autoregressive flow layer: ``x_i = mu_i(z_<i) + sigma_i(z_<i) * z_i``.
 
@@ -139,7 +219,7 @@ def maf_layer(dim: int, *, min_scale: float = 1e-3, transformer: Optional[Transf
     """Masked autoregressive flow layer: ``invert(autoregressive(dim, affine))``.
 
     The conditioner reads the data ``x``; the density direction is
-    ``z_i = mu_i(x_<i) + sigma_i(x_<i) * x_i``, i.e. in the notes' form
+    ``z_i = mu_i(x_<i) + sigma_i(x_<i) * x_i``, i.e. in the sampling direction
     ``x_i = mu'_i(x_<i) + sigma'_i(x_<i) * z_i`` with ``mu' = -mu / sigma`` and
     ``sigma' = 1 / sigma`` (the same family as the MAF paper's
     ``x_i = z_i exp(alpha_i) + mu_i``).
