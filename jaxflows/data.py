@@ -243,8 +243,9 @@ def load_array(path: PathLike, *, key: Optional[str] = None,
       ``delimiter``: a character or ``"tab"``, ``"whitespace"``). The first
       row is a header if ``header=True``; with ``header=None`` it is taken
       as one when it holds more non-numeric fields than the second row, or
-      when it numbers the columns (``0,1,2,...`` or ``1,2,3,...``, with a
-      :class:`DataWarning`); ``header=False`` reads it as data.
+      when it numbers the columns (``0,1,2,...`` above real numbers, as
+      pandas writes an unnamed array; with a :class:`DataWarning`);
+      ``header=False`` reads it as data.
       Blank lines and lines starting with ``#`` are skipped; empty fields and
       ``NA``/``nan``/``?`` are missing values (rejected as NaN rows).
 
@@ -506,20 +507,27 @@ def _looks_like_header(rows) -> bool:
 
 
 def _numbers_the_columns(rows) -> bool:
-    """The common numeric header: a first row ``0,1,2,...`` or ``1,2,3,...``
-    (what ``pandas.DataFrame(array).to_csv(index=False)`` writes) above rows
-    that do not follow that pattern."""
-    def as_ints(row):
+    """The common numeric header: a first row ``0,1,2,...`` (what
+    ``pandas.DataFrame(array).to_csv(index=False)`` writes) above rows of
+    real numbers (at least one non-integer value in the next lines)."""
+    try:
+        first = [int(field) for field in rows[0]]
+    except ValueError:
+        return False
+    if len(first) < 2 or first != list(range(len(first))):
+        return False
+
+    def fractional(field):
         try:
-            return [int(field) for field in row]
+            int(field)
+            return False
         except ValueError:
-            return None
-    first = as_ints(rows[0])
-    if first is None or len(first) < 2 or len(rows) < 2 or first[0] not in (0, 1):
-        return False
-    if first != list(range(first[0], first[0] + len(first))):
-        return False
-    return as_ints(rows[1]) != first
+            pass
+        try:
+            return math.isfinite(float(field))
+        except ValueError:
+            return False
+    return any(fractional(field) for row in rows[1:50] for field in row)
 
 
 def _parse_column(column, j, names, lines, where) -> np.ndarray:
