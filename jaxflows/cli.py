@@ -807,7 +807,10 @@ def cmd_info(args, out=None) -> int:
     print("standardisation: " + ("a fixed affine map inside the flow (per-column mean and "
                                  "standard deviation of the training rows)" if std is not None
                                  else "none"), file=out)
-    if ckpt.step is not None:
+    if ckpt.kind == "train_state":
+        print(f"kind: fit's training state after {ckpt.step} epochs (for --resume; sample and "
+              "score use OUT/model.ckpt)", file=out)
+    elif ckpt.step is not None:
         print(f"step: {ckpt.step}", file=out)
     for name in ("train", "validation", "test"):
         m = ckpt.metadata.get(name)
