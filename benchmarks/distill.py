@@ -20,7 +20,7 @@ minimising KL(student || teacher) with reparameterised student samples
 
 ::
 
-    .venv/bin/python benchmarks/distill.py            # ~4 min on 2 CPU cores
+    .venv/bin/python benchmarks/distill.py            # ~2-3 min on 2 CPU cores
     .venv/bin/python benchmarks/distill.py --quick    # smoke test
     .venv/bin/python benchmarks/distill.py --render benchmarks/results/distill-cpu.json
 """
@@ -196,7 +196,7 @@ def main(argv=None):
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
     p.add_argument("--epochs", type=int, default=300, help="teacher's maximum epochs")
-    p.add_argument("--steps", type=int, default=2000, help="distillation steps")
+    p.add_argument("--steps", type=int, default=5000, help="distillation steps")
     p.add_argument("--samples", type=int, default=128, help="student samples per step")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--num-samples", type=int, default=1000, help="samples per timed draw")

@@ -236,7 +236,7 @@ s_params0 = student.init(jax.random.key(2))
 kl = jax.jit(lambda p: jaxflows.distillation_kl(teacher, t_params, student, p, jax.random.key(3),
                                                 num_samples=4096))
 s_params, hist = jaxflows.distill(teacher, t_params, student, s_params0, key=jax.random.key(4),
-                                  num_steps=100 if SMALL else 1500, num_samples=128)
+                                  num_steps=100 if SMALL else 5000, num_samples=128)
 before, after = kl(s_params0), kl(s_params)
 print(f"KL(student || teacher): {float(before['kl']):.2f} nats at initialisation, "
       f"{float(after['kl']):.3f} +- {float(after['kl_se']):.3f} after {len(hist['kl'])} steps "
