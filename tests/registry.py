@@ -86,6 +86,10 @@ REGISTRY = {
     "maf_layer_context": lambda: _ar(maf_layer, hidden=(8, 8), context_dim=C),
     "maf_layer_residual": lambda: _ar(maf_layer, hidden=(8, 8), residual=True),
     "maf_layer_scan_inverse": lambda: _ar(maf_layer, order=RANDOM_ORDER, method="scan"),
+    # conditioner inputs soft-clamped (bounded sampling amplification); small bound so the
+    # clamp is active at the test points
+    "maf_layer_input_bound": lambda: _ar(maf_layer, order=RANDOM_ORDER, input_bound=0.7),
+    "maf_layer_input_bound_context": lambda: _ar(maf_layer, hidden=(8, 8), context_dim=C, input_bound=0.7),
     "iaf_layer": lambda: _ar(iaf_layer),
     "iaf_layer_random_order": lambda: _ar(iaf_layer, order=RANDOM_ORDER),
     "iaf_layer_context": lambda: _ar(iaf_layer, order=RANDOM_ORDER, context_dim=C),

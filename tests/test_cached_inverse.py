@@ -41,6 +41,9 @@ CASES = {
     "residual_context": dict(hidden=(10, 10), residual=True, context_dim=2),
     "random_order": dict(hidden=(6,), order=RANDOM_ORDER),
     "tanh": dict(hidden=(7, 7), activation="tanh"),
+    # soft-clamped conditioner inputs (small bound: the clamp is active at the test points)
+    "input_bound": dict(hidden=(8, 8), order=RANDOM_ORDER, input_bound=0.5),
+    "input_bound_depth0_context": dict(hidden=(), context_dim=2, input_bound=0.5),
 }
 
 

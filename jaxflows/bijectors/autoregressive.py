@@ -59,6 +59,7 @@ def autoregressive(
     residual: bool = False,
     activation: Union[str, Callable, None] = None,
     method: Optional[str] = None,
+    input_bound: Optional[float] = None,
     conditioner=None,
 ) -> Bijector:
     """The autoregressive kernel (module docstring): parallel ``forward``,
@@ -100,13 +101,15 @@ def autoregressive(
             raise ValueError("hidden=, activation= and residual= configure the built-in MADE; with "
                              "conditioner= set them on the network instead")
         if not is_made(conditioner):
-            return _user_autoregressive(dim, transformer, conditioner, context_dim, order, method, None)
+            return _user_autoregressive(dim, transformer, conditioner, context_dim, order, method,
+                                        input_bound)
         hidden, activation, residual = (conditioner.config["hidden"], conditioner.config["activation"],
                                         conditioner.config["residual"])
     hidden = (64, 64) if hidden is None else hidden
     activation = "relu" if activation is None else activation
     method = "cached" if method is None else method
-    cfg = made_config(dim, hidden, transformer.num_params, context_dim=context_dim, residual=residual)
+    cfg = made_config(dim, hidden, transformer.num_params, context_dim=context_dim, residual=residual,
+                      input_bound=input_bound)
     if order is None or isinstance(order, (list, tuple, np.ndarray)):
         order = check_order(order, dim)
 
