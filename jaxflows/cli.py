@@ -324,18 +324,24 @@ def _nonfinite_rows(x) -> int:
 
 class _WarningsAsLines:
     """Inside: fit's data warnings (``jaxflows.RawScaleWarning``: unstandardised data, values
-    outside a spline's bound) print as one line ``jaxflows: warning: ...`` on stderr."""
+    outside a spline's bound; ``data.DataWarning``: a header row detected; ``train.FitWarning``:
+    a finished run resumed, a few non-finite samples) print as one line
+    ``jaxflows: warning: ...`` on stderr."""
 
     def __enter__(self):
         import warnings
+        from .data import DataWarning
         from .standardizing import RawScaleWarning
+        from .train import FitWarning
+        ours = (RawScaleWarning, DataWarning, FitWarning)
         self._ctx = warnings.catch_warnings()
         self._ctx.__enter__()
-        warnings.filterwarnings("default", category=RawScaleWarning)
+        for category in ours:
+            warnings.filterwarnings("default", category=category)
         show = warnings.showwarning
 
         def one_line(message, category, *args, **kwargs):
-            if issubclass(category, RawScaleWarning):
+            if issubclass(category, ours):
                 print(f"jaxflows: warning: {' '.join(str(message).split())}", file=sys.stderr,
                       flush=True)
             else:

@@ -34,6 +34,11 @@ import optax
 from .bijectors.batchnorm import merge_state, split_state
 from .flows import Flow
 
+class FitWarning(UserWarning):
+    """Something :func:`fit` did that is worth knowing but not an error (a resumed
+    run that had already finished; a few non-finite samples from the fitted flow)."""
+
+
 # Training-state file written into ``checkpoint_dir`` by :func:`fit`.
 TRAIN_STATE_FILE = "train_state.ckpt"
 DATA_AXIS = "data"
@@ -520,7 +525,7 @@ def fit(
                        f"it ran {start_epoch} epochs and num_epochs is {num_epochs}; raise "
                        "num_epochs to train longer")
                 warnings.warn(f"checkpoint '{state_path}' holds a finished fit: {how}. Nothing is "
-                              "left to train; returning its best params", UserWarning, stacklevel=2)
+                              "left to train; returning its best params", FitWarning, stacklevel=2)
 
     carry = _replicate(Carry(params, opt_state, _zero_stats()), mesh)
     bar = None
@@ -719,7 +724,7 @@ def _check_final_params(flow: Flow, params, key, context, history) -> None:
         err.params, err.history = params, history
         raise err
     warnings.warn(f"{what}: the flow's far tails overflow; check samples before using them",
-                  RuntimeWarning, stacklevel=3)
+                  FitWarning, stacklevel=3)
 
 
 def _save_state(path, flow, carry, best_params, history, best_val, best_epoch, since_best,
