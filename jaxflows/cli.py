@@ -491,9 +491,12 @@ def _pm(summary) -> str:
 
 def _ll_summary(ll, dim: int):
     from .data import bits_per_dim
+    import numpy as np
     mean = float(ll.mean())
+    # a -inf row makes the mean -inf and the spread undefined (NaN, no numpy warning)
+    spread = float(ll.std()) if np.isfinite(ll).all() else float("nan")
     return {"log_likelihood_nats": mean, "bits_per_dim": float(bits_per_dim(mean, dim)),
-            "stderr_nats": float(ll.std() / math.sqrt(max(1, ll.size)))}
+            "stderr_nats": spread / math.sqrt(max(1, ll.size))}
 
 
 # --------------------------------------------------------------------------
