@@ -1,43 +1,46 @@
-"""Real-data density-estimation report: jaxflows (MAF, MAF MoG, RealNVP, NSF) and flowjax's MAF.
+"""Density-estimation report: jaxflows (MAF, MAF MoG, RealNVP, NSF) and flowjax's MAF,
+on real data and on targets with an exact density, over several seeds.
 
-    .venv/bin/python benchmarks/realdata.py --budget full            # the report, ~40 min on 2 CPU cores
-    .venv/bin/python benchmarks/realdata.py --budget small           # smoke test, a few minutes
-    .venv/bin/python benchmarks/realdata.py --datasets miniboone,wine_red --models maf,flowjax_maf
+    .venv/bin/python benchmarks/realdata.py --budget full                    # the whole report
+    .venv/bin/python benchmarks/realdata.py --budget small --seeds 0         # smoke test
+    .venv/bin/python benchmarks/realdata.py --datasets miniboone,banana8 --models maf,flowjax_maf
+    .venv/bin/python benchmarks/realdata.py --render A.json B.json           # merge result files
 
 Datasets (``--data-dir``, default ``../shared/data`` beside the repository;
 nothing is copied into the repository): BSDS300 patches built by the
 published recipe (``bsds300/make_patches.py``, subsampled), MINIBOONE
 (train on ``val.npy``, test on the paper's ``test.npy``), UCI wine quality
 red and white, scikit-learn's digits (dequantised), MNIST in bits/dim
-(uniform dequantisation, logit transform, both in the log-det).  See
-``_realdata_common.py`` for the preparation, units and budgets.
+(uniform dequantisation, logit transform, both in the log-det), and four
+targets with an exact density from ``jaxflows.targets`` (``ring2``,
+``banana8``, ``funnel4``, ``mog16``), where the report adds
+``KL(p || q) = E_p[log p - log q]``: how close each model gets to the truth.
+See ``_realdata_common.py`` for the preparation, units and budgets.
 
-Each dataset is prepared once (standardised with its train rows' statistics)
-and written to a temporary ``.npz``; the jaxflows models train in this
-process with ``jaxflows.fit``, then flowjax's MAF trains in one subprocess of
-the bench venv (``--bench-python``) on the same files.  Test log-likelihoods
-are reported in the data's own units (the standardisation's and the logit
-transform's log-Jacobians added), in nats ± 2 standard errors over test rows,
-with the training wall time and the device.  Writes
-``results/realdata-<budget>-<device>.json`` and ``.md`` and prints the table.
+For every seed each dataset is prepared once (split, subsampled and
+standardised with that seed; the train rows' statistics), and every model —
+the jaxflows factories with ``jaxflows.fit`` and flowjax's MAF with the same
+training loop (``realdata_flowjax.run_one``) — trains in this one process on
+the same arrays, the model order alternating between seeds.  Budget: every
+model on a dataset has the same architecture, optimiser, batch size, epoch
+cap and patience; the best-validation params are tested.  Test
+log-likelihoods are reported in the data's own units (the standardisation's
+and the logit transform's log-Jacobians added), as the mean over seeds of
+each seed's mean over test rows, ± the standard error over seeds.  Each
+trained model also draws ``--samples`` samples (a tenth above 128 dims),
+counting non-finite ones and finite ones beyond 100 training standard
+deviations.  Writes ``results/realdata-<budget>-<device>.json`` and ``.md``
+(or ``--out STEM``) and prints the table.
 
-Budget: every model on a dataset has the same architecture, optimiser,
-batch size, epoch cap, seconds cap and patience.  ``jaxflows.fit`` has no
-seconds cap, so the jaxflows side sets the epoch count from a short
-calibration fit (three epochs of up to 8 batches, whose compiled step the
-real fit reuses; its time is counted in ``train_s``): ``epochs = min(cap,
-floor(seconds left / estimated epoch seconds))``, at least 1.
-
-JSON: ``meta`` (budget, device, machine, load averages, versions, command,
-total seconds), ``datasets`` (dim, units, sizes and budget, published
-figures, protocol note) and ``runs``: per (dataset, model) ``test_ll`` and,
-for images, ``test_bpd`` (``mean``, ``two_se``, ``median``, ``n``,
-``nonfinite``), ``train_s`` (construction + calibration + fit, compiles
-included), ``eval_s`` (test pass), ``epochs_run``, ``best_epoch`` (0-based),
-``stop_reason`` (``epochs``, ``seconds`` or ``patience``),
-``best_val_nll_std`` (validation NLL in the model's standardised units),
-``n_params``, the per-epoch ``history`` and ``device``; a failed run has
-``error`` instead.
+JSON: ``meta`` (budget, seeds, device, machine, load averages, versions,
+command, total seconds), ``datasets`` (dim, units, sizes and budget,
+published figures, protocol note) and ``runs``: per (dataset, model, seed)
+``test_ll`` and, for images, ``test_bpd``, for targets ``kl`` (``mean``,
+``two_se`` over rows, ``median``, ``n``, ``nonfinite``), ``samples``
+(``n``, ``nonfinite``, ``far``), ``train_s`` (construction + fit, compiles
+included), ``eval_s``, ``epochs_run``, ``best_epoch`` (0-based),
+``stop_reason``, ``best_val_nll_std``, ``n_params``, the per-epoch
+``history`` and ``device``; a failed run has ``error`` instead.
 """
 
 from __future__ import annotations
@@ -46,9 +49,7 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 
@@ -83,9 +84,47 @@ def build_flow(model: str, dim: int, hidden):
     raise ValueError(f"unknown jaxflows model {model!r}; known: {', '.join(JAXFLOWS_MODELS)}")
 
 
-def run_jaxflows(model: str, prep, budget, seed: int):
+def sample_counts(draw, key, n: int, train: np.ndarray, chunk: int = 50_000):
+    """Draw ``n`` samples in chunks (standardised units); count the non-finite
+    ones and the finite ones beyond 100 training standard deviations."""
     import jax
+
+    std, mean = train.std(axis=0), train.mean(axis=0)
+    out = {"n": 0, "nonfinite": 0, "far": 0}
+    for i, start in enumerate(range(0, n, chunk)):
+        x = np.asarray(draw(jax.random.fold_in(key, i), min(chunk, n - start)))
+        finite = np.all(np.isfinite(x), axis=1)
+        far = np.any(np.abs(x - mean) > 100 * std, axis=1) & finite
+        out["n"] += len(x)
+        out["nonfinite"] += int((~finite).sum())
+        out["far"] += int(far.sum())
+    return out
+
+
+def num_samples(dim: int, requested: int, peer: bool = False) -> int:
+    """``requested`` samples, a tenth above 128 dims (a 784-dim MAF draws 1e5).  flowjax's
+    MAF samples with ``dim`` full network passes per layer: it draws a tenth of that
+    (100 samples above 128 dims), as a reference count, not a guarantee."""
+    if peer:
+        return max(requested // 10, 1) if dim <= 128 else 100
+    return requested if dim <= 128 else max(requested // 10, 1)
+
+
+def evaluate_rows(log_prob, params, test, eb: int = 1000):
     import jax.numpy as jnp
+
+    rows = []
+    for start in range(0, len(test), eb):
+        idx = np.arange(start, start + eb)
+        m = int((idx < len(test)).sum())
+        rows.append(np.asarray(log_prob(params, jnp.asarray(test[np.minimum(idx, len(test) - 1)])))[:m])
+    return np.concatenate(rows)
+
+
+def run_jaxflows(model: str, prep, budget, seed: int, n_samples: int):
+    import functools
+
+    import jax
     import optax
 
     import jaxflows as jf
@@ -93,59 +132,54 @@ def run_jaxflows(model: str, prep, budget, seed: int):
     train, val, test, dim = prep["train"], prep["val"], prep["test"], prep["dim"]
     t_start = time.perf_counter()
     flow = build_flow(model, dim, budget["hidden"])
-    key_init, key_fit = jax.random.split(jax.random.key(seed))
+    key_init, key_fit, key_sample = jax.random.split(jax.random.key(seed), 3)
     params0 = flow.init(key_init)
     n_params = int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params0)))
-    opt = optax.adam(budget["lr"])  # one object: fit's compiled step is memoised on it
     batch = min(int(budget["batch"]), len(train))
-    steps = len(train) // batch
-    val_batches = math.ceil(len(val) / batch)
-
-    # calibration: 3 epochs of k steps and one validation batch; the first compiles,
-    # the faster of the other two (robust to a load spike) sets the step time
-    k = min(steps, 8)
-    _, cal = jf.fit(flow, params0, train[: k * batch], key=key_fit, optimizer=opt,
-                    batch_size=batch, num_epochs=3, val_data=val[:batch], patience=None,
-                    progress=False)
-    unit = min(cal["epoch_seconds"][1:]) / (k + 1 / 3)  # a validation batch ~ 1/3 of a step
-    est_epoch = unit * (steps + val_batches / 3)
-    calib_s = time.perf_counter() - t_start
-    left = float(budget["max_s"]) - calib_s
-    epochs = int(max(1, min(int(budget["epochs"]), math.floor(left / est_epoch))))
-
-    params, hist = jf.fit(flow, params0, train, key=key_fit, optimizer=opt, batch_size=batch,
-                          num_epochs=epochs, val_data=val, patience=int(budget["patience"]),
-                          progress=False)
+    params, hist = jf.fit(flow, params0, train, key=key_fit, optimizer=optax.adam(budget["lr"]),
+                          batch_size=batch, num_epochs=int(budget["epochs"]), val_data=val,
+                          patience=int(budget["patience"]), progress=False)
     jax.block_until_ready(params)
     train_s = time.perf_counter() - t_start
 
     t0 = time.perf_counter()
-    log_prob = jax.jit(flow.log_prob)
-    rows, eb = [], 1000
-    for start in range(0, len(test), eb):
-        idx = np.arange(start, start + eb)
-        m = int((idx < len(test)).sum())
-        rows.append(np.asarray(log_prob(params, jnp.asarray(test[np.minimum(idx, len(test) - 1)])))[:m])
+    log_q = evaluate_rows(jax.jit(flow.log_prob), params, test)
     eval_s = time.perf_counter() - t0
-    out = RC.test_metrics(np.concatenate(rows), prep["test_offset"], dim, prep["bits_per_dim"])
-    if hist["stopped_early"]:
-        reason = "patience"
-    elif epochs < int(budget["epochs"]):
-        reason = "seconds"
-    else:
-        reason = "epochs"
+    out = RC.test_metrics(log_q, prep["test_offset"], dim, prep["bits_per_dim"], prep.get("truth"))
+    draw = jax.jit(lambda k, n: flow.sample(params, k, (n,)), static_argnums=1)
+    out["samples"] = sample_counts(draw, key_sample, num_samples(dim, n_samples), train)
     dev = jax.devices()[0]
     out.update(
-        library="jaxflows", model=model, epochs_run=hist["num_epochs_run"],
-        epochs_planned=epochs, best_epoch=int(hist["best_epoch"]),
-        best_val_nll_std=float(min(hist["val_loss"])), stopped_early=hist["stopped_early"],
-        stop_reason=reason, train_s=train_s, calib_s=calib_s, est_epoch_s=est_epoch,
-        eval_s=eval_s, n_params=n_params,
-        epoch_s_median=float(np.median(hist["epoch_seconds"])),
+        library="jaxflows", model=model, seed=seed, epochs_run=hist["num_epochs_run"],
+        best_epoch=int(hist["best_epoch"]), best_val_nll_std=float(min(hist["val_loss"])),
+        stopped_early=hist["stopped_early"],
+        stop_reason="patience" if hist["stopped_early"] else "epochs", train_s=train_s,
+        eval_s=eval_s, n_params=n_params, epoch_s_median=float(np.median(hist["epoch_seconds"])),
         skipped_steps=int(sum(hist["skipped_steps"])),
         history={k_: hist[k_] for k_ in ("train_loss", "val_loss", "epoch_seconds")},
         device=f"{dev.platform}:{dev.device_kind}",
     )
+    return out
+
+
+def run_flowjax(prep, budget, seed: int, n_samples: int):
+    """flowjax's MAF, trained in this process by ``realdata_flowjax.run_one`` (the
+    same loop as ``jaxflows.fit``: same batches per epoch, validation, patience)."""
+    import equinox as eqx
+    import jax
+
+    import realdata_flowjax as FJ
+
+    out, flow = FJ.run_one(prep, dict(budget, max_s=float("inf")), seed, return_flow=True)
+    if prep.get("truth") is not None:
+        log_q = out.pop("_log_q")
+        out.update(RC.test_metrics(log_q, prep["test_offset"], prep["dim"], False, prep["truth"]))
+    out.pop("_log_q", None)
+    params, static = eqx.partition(flow, eqx.is_inexact_array)
+    draw = jax.jit(lambda p, k, n: eqx.combine(p, static).sample(k, (n,)), static_argnums=2)
+    out["samples"] = sample_counts(lambda k, n: draw(params, k, n), jax.random.key(seed + 99),
+                                   num_samples(prep["dim"], n_samples, peer=True), prep["train"])
+    out["seed"] = seed
     return out
 
 
@@ -164,10 +198,11 @@ def main(argv=None):
     ap.add_argument("--budget", default="full", choices=sorted(RC.BUDGETS))
     ap.add_argument("--datasets", default="all", help=f"comma list of {', '.join(RC.DATASETS)}")
     ap.add_argument("--models", default="all", help=f"comma list of {', '.join(RC.MODELS)}")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out-dir", default=os.path.join(HERE, "results"))
-    ap.add_argument("--bench-python", default=os.path.join(REPO, ".venv-bench", "bin", "python"),
-                    help="python of the venv with flowjax (for flowjax_maf)")
+    ap.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default 0,1,2)")
+    ap.add_argument("--samples", type=int, default=1_000_000,
+                    help="samples drawn per jaxflows model for the finiteness count (a tenth above 128 "
+                         "dims; flowjax draws a tenth of the jaxflows count)")
+    ap.add_argument("--out", default=None, help="output stem (default results/realdata-<budget>-<device>)")
     ap.add_argument("--render", nargs="+", metavar="JSON",
                     help="print the table of earlier result files (several: merged) and exit")
     a = ap.parse_args(argv)
@@ -177,6 +212,7 @@ def main(argv=None):
         return report
     datasets = _csv(a.datasets, RC.DATASETS, "datasets")
     models = _csv(a.models, RC.MODELS, "models")
+    seeds = [int(x) for x in a.seeds.split(",")]
     data_dir = os.path.abspath(a.data_dir)
     if not os.path.isdir(data_dir):
         raise SystemExit(f"--data-dir {data_dir} does not exist")
@@ -185,104 +221,89 @@ def main(argv=None):
 
     import jaxflows
 
+    versions = {"jaxflows": jaxflows.__version__, "jax": jax.__version__}
+    if "flowjax_maf" in models:
+        from importlib.metadata import version
+
+        versions.update({f"peer:{p}": version(p) for p in ("flowjax", "equinox", "paramax")})
     dev = jax.devices()[0]
     device = f"{dev.platform}:{dev.device_kind}"
     t_all = time.perf_counter()
     report = {
         "meta": {"budget": a.budget, "device": device, "machine": C.machine_info(),
-                 "load_start": C.load_average(), "seed": a.seed, "data_dir": data_dir,
+                 "load_start": C.load_average(), "seeds": seeds, "data_dir": data_dir,
                  "command": "python benchmarks/realdata.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                 "versions": {"jaxflows": jaxflows.__version__, "jax": jax.__version__},
-                 "num_layers": RC.NUM_LAYERS, "mog_components": RC.MOG_COMPONENTS},
+                 "versions": versions, "num_layers": RC.NUM_LAYERS, "mog_components": RC.MOG_COMPONENTS},
         "datasets": {}, "runs": [],
     }
-    with tempfile.TemporaryDirectory(prefix="realdata-") as tmp:
-        jobs = []
-        for name in datasets:
+    for name in datasets:
+        for i, seed in enumerate(seeds):
             t0 = time.perf_counter()
-            prep = RC.prepare(name, data_dir, a.budget, a.seed)
-            path = os.path.join(tmp, f"{name}.npz")
-            RC.save_prepared(path, prep)
-            jobs.append({"dataset": name, "path": path, "budget": prep["budget"], "seed": a.seed})
+            prep = RC.prepare(name, data_dir, a.budget, seed)
             report["datasets"][name] = {
                 "dim": prep["dim"], "units": prep["units"], "budget": prep["budget"],
-                "standardiser_log_det": prep["standardiser_log_det"],
-                "prepare_s": time.perf_counter() - t0,
                 "published": RC.PUBLISHED.get(name), "published_bpd": RC.PUBLISHED_BPD.get(name),
                 "protocol": RC.PROTOCOL[name]}
-            C.log(f"{name}: dim {prep['dim']}, train/val/test {len(prep['train'])}/"
+            C.log(f"{name} seed {seed}: dim {prep['dim']}, train/val/test {len(prep['train'])}/"
                   f"{len(prep['val'])}/{len(prep['test'])}, prepared in {time.perf_counter() - t0:.1f} s")
-            for model in models:
-                if model not in JAXFLOWS_MODELS:
-                    continue
+            # flowjax and jaxflows interleaved, the order alternating between seeds
+            order = models if i % 2 == 0 else models[::-1]
+            for model in order:
                 try:
-                    r = run_jaxflows(model, prep, prep["budget"], a.seed)
-                    C.log(f"  {model}: test LL {r['test_ll']['mean']:.3f} ± {r['test_ll']['two_se']:.3f}"
-                          f" ({r['epochs_run']} epochs, {r['train_s']:.1f} s, stop: {r['stop_reason']})")
+                    if model == "flowjax_maf":
+                        r = run_flowjax(prep, prep["budget"], seed, a.samples)
+                    else:
+                        r = run_jaxflows(model, prep, prep["budget"], seed, a.samples)
+                    kl = f", KL {r['kl']['mean']:.3f}" if "kl" in r else ""
+                    C.log(f"  {model}: test LL {r['test_ll']['mean']:.3f}{kl} ({r['epochs_run']} epochs, "
+                          f"{r['train_s']:.1f} s; samples {r['samples']['nonfinite']} non-finite, "
+                          f"{r['samples']['far']} far of {r['samples']['n']})")
                 except Exception as err:  # record it; the rest of the report still runs
-                    r = {"library": "jaxflows", "model": model, "error": f"{type(err).__name__}: {err}"}
+                    r = {"library": "flowjax" if model == "flowjax_maf" else "jaxflows",
+                         "model": model, "seed": seed, "error": f"{type(err).__name__}: {err}"}
                     C.log(f"  {model}: {r['error']}")
                 r["dataset"] = name
                 report["runs"].append(r)
-        if "flowjax_maf" in models:
-            report["runs"] += run_flowjax(a.bench_python, jobs, tmp, report)
     order = {m: i for i, m in enumerate(RC.MODELS)}
-    dorder = {d: i for i, d in enumerate(datasets)}
-    report["runs"].sort(key=lambda r: (dorder[r["dataset"]], order[r["model"]]))
+    dorder = {d: i for i, d in enumerate(RC.DATASETS)}
+    report["runs"].sort(key=lambda r: (dorder[r["dataset"]], order[r["model"]], r.get("seed", 0)))
     report["meta"]["load_end"] = C.load_average()
     report["meta"]["total_s"] = time.perf_counter() - t_all
 
-    stem = f"realdata-{a.budget}-{C.slug(dev.platform if dev.platform == 'cpu' else dev.device_kind)}"
-    os.makedirs(a.out_dir, exist_ok=True)
-    C.write_json(os.path.join(a.out_dir, stem + ".json"), report)
+    stem = a.out or os.path.join(
+        HERE, "results", f"realdata-{a.budget}-{C.slug(dev.platform if dev.platform == 'cpu' else dev.device_kind)}")
+    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    C.write_json(stem + ".json", report)
     table = RC.markdown(report)
-    with open(os.path.join(a.out_dir, stem + ".md"), "w") as fh:
+    with open(stem + ".md", "w") as fh:
         fh.write(table + "\n")
     print(table)
     return report
 
 
 def merge_reports(paths):
-    """One report from several result files (e.g. datasets run in separate sessions):
-    runs and datasets concatenated, total seconds summed, load averages listed."""
+    """One report from several result files (e.g. models or seeds run separately): a later
+    file's run for the same (dataset, model, seed) replaces an earlier one's."""
     reports = []
     for path in paths:
         with open(path) as fh:
             reports.append(json.load(fh))
     merged = {"meta": dict(reports[0]["meta"]), "datasets": {}, "runs": []}
-    for r in reports:  # a later file's datasets replace an earlier file's
-        names = set(r["datasets"])
-        merged["runs"] = [x for x in merged["runs"] if x["dataset"] not in names] + r["runs"]
+    runs = {}
+    for r in reports:
+        for x in r["runs"]:
+            runs[(x["dataset"], x["model"], x.get("seed", 0))] = x
         merged["datasets"].update(r["datasets"])
+    merged["runs"] = list(runs.values())
     if len(reports) > 1:
         merged["meta"]["total_s"] = sum(r["meta"]["total_s"] for r in reports)
-        merged["meta"]["load_start"] = [r["meta"]["load_start"] for r in reports]
-        merged["meta"]["load_end"] = [r["meta"]["load_end"] for r in reports]
+        merged["meta"]["seeds"] = sorted({x.get("seed", 0) for x in merged["runs"]})
         merged["meta"]["command"] = [r["meta"]["command"] for r in reports]
     order = {d: i for i, d in enumerate(RC.DATASETS)}
     models = {m: i for i, m in enumerate(RC.MODELS)}
-    merged["runs"].sort(key=lambda r: (order[r["dataset"]], models[r["model"]]))
+    merged["runs"].sort(key=lambda r: (order[r["dataset"]], models[r["model"]], r.get("seed", 0)))
+    merged["datasets"] = {d: merged["datasets"][d] for d in sorted(merged["datasets"], key=order.get)}
     return merged
-
-
-def run_flowjax(python: str, jobs, tmp: str, report):
-    """flowjax's MAF on every prepared dataset, in one subprocess of the bench venv."""
-    if not os.path.exists(python):
-        C.log(f"flowjax skipped: {python} not found (pass --bench-python)")
-        return [{"dataset": j["dataset"], "library": "flowjax", "model": "flowjax_maf",
-                 "error": f"no bench venv at {python}"} for j in jobs]
-    jobs_path, out_path = os.path.join(tmp, "jobs.json"), os.path.join(tmp, "flowjax.json")
-    with open(jobs_path, "w") as fh:
-        json.dump(jobs, fh, default=C._json_default)
-    cmd = [python, os.path.join(HERE, "realdata_flowjax.py"), "--jobs", jobs_path, "--out", out_path]
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0 or not os.path.exists(out_path):
-        return [{"dataset": j["dataset"], "library": "flowjax", "model": "flowjax_maf",
-                 "error": f"realdata_flowjax.py exited with {proc.returncode}"} for j in jobs]
-    with open(out_path) as fh:
-        out = json.load(fh)
-    report["meta"]["versions"].update({f"peer:{k}": v for k, v in out["versions"].items()})
-    return out["runs"]
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import _common as C  # noqa: E402
 import _realdata_common as RC  # noqa: E402
 
 
-def run_one(prep, budget, seed):
+def run_one(prep, budget, seed, return_flow=False):
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -148,6 +148,9 @@ def run_one(prep, budget, seed):
         epoch_s_median=float(np.median(history["epoch_seconds"])) if history["epoch_seconds"] else None,
         history=history, device=f"{dev.platform}:{dev.device_kind}",
     )
+    if return_flow:  # in-process use (realdata.py): the trained flow and per-row log q
+        out["_log_q"] = log_q
+        return out, eqx.combine(best_params, static)
     return out
 
 
