@@ -67,6 +67,7 @@ import numpy as np
 import jaxflows
 from jaxflows import data
 from jaxflows.bijectors import maf_layer
+from jaxflows.flows import layer_orders
 from jaxflows.testing import perturb_params
 
 DIMS = (2, 4) if SMALL else (8, 16, 32, 64)
@@ -83,16 +84,17 @@ rows = np.asarray(data.standardize(standardizer, digits[:N]), dtype=np.float32)
 # ## The three flows
 #
 # `jaxflows.maf` and `jaxflows.iaf` are the library's flows. The naive MAF sampler is
-# built from the same layer, `maf_layer(..., method="scan")`, stacked with
-# `jaxflows.stack` in the same alternating orders, so it computes exactly the same map
-# as the MAF.
+# built from the same layer, `maf_layer(..., method="scan")`, with the same settings as
+# `jaxflows.maf`'s defaults (scale floor 0.01, conditioner inputs soft-clamped at 5, one
+# random order per layer from `layer_orders`), stacked with `jaxflows.stack`, so it
+# computes exactly the same map as the MAF.
 
 # %%
 def naive_maf(dim):
-    natural = np.arange(dim)
-    orders = np.stack([natural if l % 2 == 0 else natural[::-1] for l in range(NUM_LAYERS)])
+    orders = layer_orders(dim, NUM_LAYERS, "auto", 0)   # jaxflows.maf's default orders
     layers = jaxflows.stack(
-        lambda order: maf_layer(dim, order=order, hidden=HIDDEN, method="scan"),
+        lambda order: maf_layer(dim, order=order, hidden=HIDDEN, method="scan",
+                                min_scale=1e-2, input_bound=5.0),
         NUM_LAYERS, per_layer=orders)
     return jaxflows.transformed(layers, "normal", dim=dim)
 

@@ -179,7 +179,7 @@ reversed_flow = jaxflows.transformed(maf_layer(D, hidden=HIDDEN, order=np.arange
                                      "normal", dim=D)
 J_rev = jacobian(reversed_flow, params, x0)
 
-deep = jaxflows.maf(D, num_layers=3, hidden=HIDDEN)
+deep = jaxflows.maf(D, num_layers=3, hidden=HIDDEN, permutation="reverse")  # alternating orders
 deep_params = randomize(deep.init(jax.random.key(4)), jax.random.key(5), 0.3)
 J_deep = jacobian(deep, deep_params, x0)
 log_det = jnp.linalg.slogdet(J_deep)[1]

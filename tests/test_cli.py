@@ -77,7 +77,9 @@ def test_sample_score_info_round_trip(run, capsys):
     odd = d / "odd.npy"
     np.save(odd, np.array([[0.0, 100.0, -5.0], [8.0, 300.0, 5.0]]))
     assert cli.main(["score", ck, str(odd), "--out", str(d / "odd_scores.csv")]) == 0
-    o = np.loadtxt(d / "odd_scores.csv", delimiter=",")
+    with open(d / "odd_scores.csv") as fh:
+        assert fh.readline().strip() == "log_likelihood"  # the header names the column
+    o = np.loadtxt(d / "odd_scores.csv", delimiter=",", skiprows=1)
     assert o[0] > o[1] + 20
     capsys.readouterr()
     assert cli.main(["info", ck]) == 0
