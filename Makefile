@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-test
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: demo test notebooks bench realdata install clean
+.PHONY: demo test notebooks bench realdata ablations install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,17 @@ $(BENCH_STAMP): benchmarks/requirements-bench.txt
 bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) benchmarks/speed.py
 
-realdata: $(STAMP) $(BENCH_STAMP)
+# flowjax installs beside jaxflows: the report and the ablations train both in one process.
+PEERS_STAMP := $(VENV)/.installed-peers
+$(PEERS_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e ".[peers]"
+	touch $(PEERS_STAMP)
+
+realdata: $(PEERS_STAMP)
 	$(PY) benchmarks/realdata.py --budget full
+
+ablations: $(PEERS_STAMP)
+	$(PY) benchmarks/maf_ablations.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache

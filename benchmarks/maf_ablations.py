@@ -40,7 +40,6 @@ per-seed numbers in the JSON).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
@@ -149,24 +148,15 @@ def run_jaxflows(spec, train, test, hidden, batch, epochs, seed):
     import optax
 
     import jaxflows as jf
-    from jaxflows import flows
-    from jaxflows.bijectors.autoregressive import maf_layer
 
     dim = train.shape[1]
     if spec == "defaults":
         flow = jf.maf(dim, num_layers=NUM_LAYERS, hidden=hidden)
         params = flow.init(jax.random.PRNGKey(seed))
     else:
-        layer = maf_layer
-        if spec["input_bound"] is not None:
-            layer = functools.partial(maf_layer, input_bound=spec["input_bound"])
-        saved = flows.maf_layer
-        flows.maf_layer = layer
-        try:
-            flow = flows.maf(dim, num_layers=NUM_LAYERS, hidden=hidden, min_scale=spec["min_scale"],
-                             permutation=spec["permutation"], permutation_seed=seed)
-        finally:
-            flows.maf_layer = saved
+        flow = jf.maf(dim, num_layers=NUM_LAYERS, hidden=hidden, min_scale=spec["min_scale"],
+                      permutation=spec["permutation"], permutation_seed=seed,
+                      input_bound=spec["input_bound"])
         params = flow.init(jax.random.PRNGKey(seed))
         if spec["init"] != "previous":
             params = reinit(params, hidden, dim, spec["init"], jax.random.PRNGKey(seed + 777))
