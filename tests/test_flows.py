@@ -149,7 +149,8 @@ def test_random_permutation_is_configuration():
 def test_stacked_flow_equals_explicit_chain_of_layers():
     """The folded per-layer orders equal MAF layers with reverse permutations between them."""
     dim, n = 3, 3
-    flow = jf.maf(dim, num_layers=n, hidden=(6,))
+    flow = jf.maf(dim, num_layers=n, hidden=(6,), permutation="reverse", min_scale=1e-3,
+                  input_bound=None)  # the settings of a plain maf_layer
     params = perturb_params(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.5)
     layer = B.maf_layer(dim, hidden=(6,))
     rev = B.reverse(dim)
