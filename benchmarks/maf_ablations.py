@@ -75,6 +75,8 @@ VARIANTS = {
     "random+floor+masked": dict(PREVIOUS, permutation="random", min_scale=1e-2, init="masked_fan_in"),
     "random+floor+masked+bound": dict(PREVIOUS, permutation="random", min_scale=1e-2,
                                       init="masked_fan_in", input_bound=5.0),
+    "new+flowjax_init": dict(PREVIOUS, permutation="random", min_scale=1e-2, input_bound=5.0,
+                             init="flowjax"),
     "new": "defaults",  # jf.maf with its current defaults
     "flowjax": None,
 }
