@@ -31,7 +31,7 @@ import csv
 import importlib.util
 import math
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -360,6 +360,50 @@ def aggregate(report: Dict[str, Any]):
     return rows
 
 
+def verdict(per_seed, over) -> str:
+    """``better`` / ``worse`` when the mean over seeds of the paired differences is more
+    than 2 standard errors (over seeds) from 0 AND every seed's row-paired difference is
+    more than 2 standard errors (over rows) from 0 on the same side; else ``level``."""
+    z = [c["z"] for c in per_seed]
+    if len(per_seed) > 1 and np.isfinite(over["se"]) and abs(over["mean"]) > 2 * over["se"]:
+        if over["mean"] > 0 and all(v >= 2 for v in z):
+            return "better"
+        if over["mean"] < 0 and all(v <= -2 for v in z):
+            return "worse"
+    return "level (within noise)"
+
+
+def comparison_lines(report: Dict[str, Any]) -> List[str]:
+    """The "which is better" table: each jaxflows model against flowjax's MAF,
+    ``jaxflows.compare`` on the same test rows per seed, then over seeds."""
+    comps = report.get("comparisons") or []
+    if not comps:
+        return []
+    lines = ["", "Each jaxflows model against flowjax's MAF on the same test rows "
+             "(`jaxflows.compare`: per seed, the paired difference of per-row log-likelihoods "
+             "± its standard error over rows, and the rows each model scores higher on; then the "
+             "mean of the seeds' differences ± the standard error over seeds). Verdict: "
+             "`better`/`worse` only when the mean over seeds is more than 2 SE from 0 and every "
+             "seed's row-paired difference is more than 2 SE from 0 on the same side.", "",
+             "| dataset | model − flowjax MAF | per seed: difference ± SE (rows won / lost) "
+             "| over seeds | verdict |", "|---|---|---|---|---|"]
+    groups: Dict[tuple, list] = {}
+    for c in comps:
+        groups.setdefault((c["dataset"], c["model"]), []).append(c)
+    dorder = {d: i for i, d in enumerate(DATASETS)}
+    morder = {m: i for i, m in enumerate(MODELS)}
+    for (name, model) in sorted(groups, key=lambda k: (dorder.get(k[0], 99), morder.get(k[1], 99))):
+        cs = sorted(groups[(name, model)], key=lambda c: c["seed"])
+        seeds = "; ".join(f"{c['difference']:+.3f} ± {c['difference_se']:.3f} "
+                          f"({c['wins_a']} / {c['wins_b']})" for c in cs)
+        over = over_seeds([c["difference"] for c in cs])
+        over_s = (f"{over['mean']:+.3f} ± {over['se']:.3f}" if np.isfinite(over["se"])
+                  else f"{over['mean']:+.3f} (one seed)")
+        lines.append(f"| {name} | {MODEL_LABELS[model]} | {seeds} | {over_s} "
+                     f"| {verdict(cs, over)} |")
+    return lines
+
+
 def markdown(report: Dict[str, Any]) -> str:
     """One table (mean ± SE over seeds), then each dataset's protocol note."""
     meta = report["meta"]
@@ -400,6 +444,7 @@ def markdown(report: Dict[str, Any]) -> str:
             f"| {r['dataset']} | {d['dim']} | {rows} | {label} | {_fmt_seeds(r['test_ll'])}{err} "
             f"| {_fmt_seeds(r['kl'], 3)} | {_fmt_seeds(r['test_bpd'], 3)} | {smp_s} | {pub_s} "
             f"| {r['epochs_run']:.0f} ({r['best_epoch']:.0f}) | {r['train_s']:.1f} | {bud} |")
+    lines += comparison_lines(report)
     lines += ["", "Notes:"]
     for name, d in report["datasets"].items():
         lines.append(f"- **{name}** ({d['units']}): {PROTOCOL[name]}")

@@ -146,6 +146,7 @@ def run_jaxflows(model: str, prep, budget, seed: int, n_samples: int):
     log_q = evaluate_rows(jax.jit(flow.log_prob), params, test)
     eval_s = time.perf_counter() - t0
     out = RC.test_metrics(log_q, prep["test_offset"], dim, prep["bits_per_dim"], prep.get("truth"))
+    out["_ll"] = np.asarray(log_q, np.float64) + prep["test_offset"]  # per row, for jf.compare
     draw = jax.jit(lambda k, n: flow.sample(params, k, (n,)), static_argnums=1)
     out["samples"] = sample_counts(draw, key_sample, num_samples(dim, n_samples), train)
     dev = jax.devices()[0]
@@ -171,15 +172,36 @@ def run_flowjax(prep, budget, seed: int, n_samples: int):
     import realdata_flowjax as FJ
 
     out, flow = FJ.run_one(prep, dict(budget, max_s=float("inf")), seed, return_flow=True)
+    log_q = out.pop("_log_q")
     if prep.get("truth") is not None:
-        log_q = out.pop("_log_q")
         out.update(RC.test_metrics(log_q, prep["test_offset"], prep["dim"], False, prep["truth"]))
-    out.pop("_log_q", None)
+    out["_ll"] = np.asarray(log_q, np.float64) + prep["test_offset"]  # per row, for jf.compare
     params, static = eqx.partition(flow, eqx.is_inexact_array)
     draw = jax.jit(lambda p, k, n: eqx.combine(p, static).sample(k, (n,)), static_argnums=2)
     out["samples"] = sample_counts(lambda k, n: draw(params, k, n), jax.random.key(seed + 99),
                                    num_samples(prep["dim"], n_samples, peer=True), prep["train"])
     out["seed"] = seed
+    return out
+
+
+def compare_with_peer(runs, name: str, seed: int, prep):
+    """Each jaxflows model against flowjax's MAF on the same test rows of one seed:
+    ``jaxflows.compare`` (paired difference of per-row log-likelihoods ± its standard
+    error over rows, rows won).  Drops the per-row arrays from ``runs``."""
+    import jaxflows as jf
+
+    rows = {r["model"]: r.pop("_ll") for r in runs if "_ll" in r}
+    peer = rows.get("flowjax_maf")
+    out = []
+    for model, ll in rows.items():
+        if model == "flowjax_maf" or peer is None:
+            continue
+        ok = np.isfinite(ll) & np.isfinite(peer)
+        c = jf.compare(ll[ok], peer[ok], dim=prep["dim"] if prep["bits_per_dim"] else None,
+                       names=(model, "flowjax_maf"))
+        c.update(dataset=name, seed=seed, model=model, peer="flowjax_maf",
+                 rows_dropped_nonfinite=int((~ok).sum()))
+        out.append(c)
     return out
 
 
@@ -234,7 +256,7 @@ def main(argv=None):
                  "load_start": C.load_average(), "seeds": seeds, "data_dir": data_dir,
                  "command": "python benchmarks/realdata.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                  "versions": versions, "num_layers": RC.NUM_LAYERS, "mog_components": RC.MOG_COMPONENTS},
-        "datasets": {}, "runs": [],
+        "datasets": {}, "runs": [], "comparisons": [],
     }
     for name in datasets:
         for i, seed in enumerate(seeds):
@@ -248,6 +270,7 @@ def main(argv=None):
                   f"{len(prep['val'])}/{len(prep['test'])}, prepared in {time.perf_counter() - t0:.1f} s")
             # flowjax and jaxflows interleaved, the order alternating between seeds
             order = models if i % 2 == 0 else models[::-1]
+            seed_runs = []
             for model in order:
                 try:
                     if model == "flowjax_maf":
@@ -264,6 +287,11 @@ def main(argv=None):
                     C.log(f"  {model}: {r['error']}")
                 r["dataset"] = name
                 report["runs"].append(r)
+                seed_runs.append(r)
+            for c in compare_with_peer(seed_runs, name, seed, prep):
+                report["comparisons"].append(c)
+                C.log(f"  {c['model']} - flowjax_maf: {c['difference']:+.3f} ± {c['difference_se']:.3f} "
+                      f"nats per row (paired over {c['n']} test rows), wins {c['wins_a']} / {c['wins_b']}")
     order = {m: i for i, m in enumerate(RC.MODELS)}
     dorder = {d: i for i, d in enumerate(RC.DATASETS)}
     report["runs"].sort(key=lambda r: (dorder[r["dataset"]], order[r["model"]], r.get("seed", 0)))
@@ -289,12 +317,15 @@ def merge_reports(paths):
         with open(path) as fh:
             reports.append(json.load(fh))
     merged = {"meta": dict(reports[0]["meta"]), "datasets": {}, "runs": []}
-    runs = {}
+    runs, comps = {}, {}
     for r in reports:
         for x in r["runs"]:
             runs[(x["dataset"], x["model"], x.get("seed", 0))] = x
+        for c in r.get("comparisons", []):
+            comps[(c["dataset"], c["model"], c["seed"])] = c
         merged["datasets"].update(r["datasets"])
     merged["runs"] = list(runs.values())
+    merged["comparisons"] = list(comps.values())
     if len(reports) > 1:
         merged["meta"]["total_s"] = sum(r["meta"]["total_s"] for r in reports)
         merged["meta"]["seeds"] = sorted({x.get("seed", 0) for x in merged["runs"]})
