@@ -8,12 +8,14 @@ are plain pytrees.  See README.md for the tour.
 from . import bijectors, checkpoint, conditioners, data, distributions, interop, nn, testing, vi
 from ._types import Bijector, Distribution, Transformer
 from .bijectors import chain, invert, stack
-from .bijectors.batchnorm import merge_state, split_state
+from .state import merge_state, split_state
 from .checkpoint import Checkpoint, CheckpointError, load, save
 from .distributions import diag_normal, mixture_of_gaussians, standard_normal, uniform
-from .flows import FACTORIES, Flow, from_config, iaf, layer_orders, maf, nsf, realnvp, transformed
+from .flows import Flow, transformed
+from . import models
+from .models import FACTORIES, from_config, iaf, layer_orders, maf, nsf, realnvp
 from .interop import distrax_base, to_distrax
-from .train import fit, make_step, nll_loss
+from .train import FitWarning, TrainingDiverged, fit, init_optimizer, make_step, nll_loss
 from .vi import elbo, fit_vi, importance_ess
 from . import standardizing
 from .standardizing import RawScaleWarning, score, split_standardization, standardize
@@ -30,5 +32,6 @@ __all__ = [
     "fit", "fit_vi", "from_config", "iaf", "importance_ess", "interop", "invert", "layer_orders", "load",
     "maf", "make_step", "merge_state", "mixture_of_gaussians", "nll_loss", "nn", "nsf", "realnvp", "save",
     "split_state", "stack", "standard_normal", "testing", "to_distrax", "transformed", "uniform", "vi",
+    "FitWarning", "TrainingDiverged", "init_optimizer",
     "RawScaleWarning", "score", "split_standardization", "standardize", "standardizing",
 ]

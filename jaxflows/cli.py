@@ -40,13 +40,14 @@ status 1 (2 for a bad command line), without a traceback; set
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import sys
 import time
 from typing import List, Optional, Sequence
+
+from .files import replacing
 
 MODEL_FILE = "model.ckpt"
 METRICS_FILE = "metrics.json"
@@ -141,7 +142,7 @@ def _data_args(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .flows import FACTORIES
+    from .models import FACTORIES
 
     from . import __version__
 
@@ -196,6 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: on for a square number of columns >= 16; 'off' to disable)")
     f.add_argument("--no-plot", action="store_true", help="do not write report.png")
     f.add_argument("--no-progress", action="store_true", help="hide the per-epoch progress bar")
+    d = f.add_argument_group(
+        "several processes (hosts)", "start the same command on every process: each batch is "
+        "split over all processes' devices and the gradients summed across them; process 0 "
+        "prints and writes OUT, which must be a directory every process sees (for --resume)")
+    d.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                   help="process 0's address and a free port, the same on every process "
+                        "(default: $JAX_COORDINATOR_ADDRESS)")
+    d.add_argument("--num-processes", type=_positive(int), default=None, metavar="N",
+                   help="number of processes (default: $JAX_NUM_PROCESSES)")
+    d.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="this process's id, 0 ... N-1 (default: $JAX_PROCESS_ID)")
+    d.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run whose settings come from the environment "
+                        "variables above or a managed cluster (SLURM, Open MPI, Kubernetes, "
+                        "Cloud TPU)")
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint",
                        description="Draw samples from the flow in CKPT, in the data's own units "
@@ -412,7 +428,7 @@ def _write_array(path: str, a, columns: Optional[Sequence[str]] = None) -> str:
         raise ValueError(f"--out must end in .npy or .csv, got {path!r}")
     # written to a temporary file beside it, then renamed: the exact name given (np.save
     # would append .npy to 'S.NPY'), and an existing file is never left half-overwritten
-    with _replacing(path) as f:
+    with replacing(path) as f:
         if path.lower().endswith(".csv"):
             header = "" if columns is None else ",".join(
                 f'"{c}"' if ("," in c or '"' in c) else c
@@ -421,30 +437,6 @@ def _write_array(path: str, a, columns: Optional[Sequence[str]] = None) -> str:
         else:
             np.save(f, a)
     return path
-
-
-@contextlib.contextmanager
-def _replacing(path: str):
-    """Open a temporary file beside ``path`` for binary writing; on success it
-    replaces ``path`` atomically, on failure it is removed and ``path`` is untouched."""
-    import tempfile
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp",
-                               dir=d)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _finite_or_null(obj):
@@ -461,7 +453,7 @@ def _finite_or_null(obj):
 def _write_json(path: str, obj) -> str:
     """Strict JSON (non-finite numbers as ``null``), written atomically."""
     text = json.dumps(_finite_or_null(obj), indent=2, allow_nan=False)
-    with _replacing(path) as f:
+    with replacing(path) as f:
         f.write(text.encode("utf-8"))
     return path
 
@@ -510,9 +502,10 @@ def cmd_fit(args, out=None) -> int:
     import optax
     from . import checkpoint
     from .data import digits, split
-    from .flows import FACTORIES
+    from .distributed import data_mesh
+    from .models import FACTORIES
     from .standardizing import standardize
-    from .train import fit
+    from .train import TrainingDiverged, fit
 
     if args.data is None:
         if args.array or args.delimiter or args.drop or args.header is not None:
@@ -570,7 +563,7 @@ def cmd_fit(args, out=None) -> int:
     if not args.no_progress:
         print("progress bar: one tick per epoch; train/val NLL = mean negative log-likelihood per row "
               "(nats, data units) of the training/validation rows", file=out, flush=True)
-    state_dir = os.path.join(args.out, "train_state")
+    state_dir = getattr(args, "state_dir", None) or os.path.join(args.out, "train_state")
     state_file = os.path.join(state_dir, "train_state.ckpt")
     if args.resume:
         print(f"resuming the fit saved in {state_file}" if os.path.exists(state_file) else
@@ -590,12 +583,13 @@ def cmd_fit(args, out=None) -> int:
             flow, params, train, key=k_fit, optimizer=optimizer, batch_size=batch_size,
             num_epochs=args.epochs, val_data=val, patience=args.patience,
             progress=not args.no_progress, checkpoint_dir=state_dir, resume=args.resume,
+            mesh=data_mesh(),
             run_settings=settings)
     except KeyboardInterrupt:
         return _interrupted(args, flow, params, optimizer.init(params), None, columns, state_dir, out)
-    except FloatingPointError as err:
-        raise FloatingPointError(
-            f"{err} From the command line: a lower learning rate (--lr {args.lr / 10:g}) "
+    except TrainingDiverged as err:
+        raise err.with_advice(
+            f"From the command line: a lower learning rate (--lr {args.lr / 10:g}) "
             f"and/or gradient clipping (--clip 1.0).") from None
     train_seconds = time.perf_counter() - t0
 
@@ -834,6 +828,12 @@ def _fit_locked(args, out=None) -> int:
     """``fit`` holding OUT's lock: a second fit into the same OUT refuses to start
     (naming the first one's process) instead of overwriting its files."""
     from .checkpoint import LOCK_FILE, directory_lock
+    from .distributed import cli_fit_other_process, cli_wants_processes, initialize
+    if cli_wants_processes(args):  # before any JAX work: join the other processes
+        import jax
+        initialize(args.coordinator, args.num_processes, args.process_id)
+        if jax.process_index() != 0:  # only process 0 locks, prints and writes OUT
+            return cli_fit_other_process(args, cmd_fit)
     fresh = not os.path.exists(args.out)
     try:
         with directory_lock(args.out, "another 'jaxflows fit'"):
@@ -851,7 +851,7 @@ def _fit_locked(args, out=None) -> int:
 def cmd_compare(args, out=None) -> int:
     out = sys.stdout if out is None else out
     import numpy as np
-    from .checkpoint import _atomic_write
+    from .files import atomic_write
     from .comparison import compare, format_comparison
     if args.json and not args.json.lower().endswith(".json"):
         raise ValueError(f"--json must end in .json, got {args.json!r}")
@@ -879,7 +879,7 @@ def cmd_compare(args, out=None) -> int:
     print(format_comparison(result), file=out)
     if args.json:
         result = {**result, "data": args.data, "checkpoints": list(paths)}
-        _atomic_write(args.json, (json.dumps(result, indent=2) + "\n").encode())
+        atomic_write(args.json, (json.dumps(result, indent=2) + "\n").encode())
         print(f"wrote {args.json}", file=out)
     return 0
 

@@ -75,8 +75,8 @@ def distillation_kl(teacher: Flow, teacher_params, student: Flow, student_params
 
 def distill(teacher: Flow, teacher_params, student: Flow, student_params, *, key, num_steps: int,
             num_samples: int = 64, optimizer: Optional[optax.GradientTransformation] = None,
-            estimator: str = "reparam", context=None,
-            steps_per_sync: int = 250) -> Tuple[Any, Dict[str, Any]]:
+            estimator: str = "reparam", context=None, steps_per_sync: int = 250,
+            max_bad_steps: int = 50) -> Tuple[Any, Dict[str, Any]]:
     """Fit ``student`` to ``teacher`` by minimising ``KL(student || teacher)`` (module docstring).
 
     Typically ``teacher = jaxflows.maf(dim, ...)`` trained with
@@ -96,16 +96,20 @@ def distill(teacher: Flow, teacher_params, student: Flow, student_params, *, key
       context: ``None``, or ``(B, context_dim)`` / ``(context_dim,)`` for
         conditional flows (the KL is averaged over the rows).
       steps_per_sync: steps per jitted loop between host synchronisations.
+      max_bad_steps: a step with a NaN/Inf KL estimate or gradient is skipped;
+        this many in a row raise.
 
     Returns ``(student_params, history)`` with ``history["kl"]`` the per-step
     KL estimates (floats, nats; noisy, from ``num_samples`` samples each),
-    ``history["elbo"]`` (``= -kl``) and ``history["seconds"]``.  Raises
-    ``FloatingPointError`` naming the step if the KL estimate stops being finite.
+    ``history["elbo"]`` (``= -kl``), ``history["skipped_steps"]`` and
+    ``history["seconds"]``.  Raises :class:`jaxflows.TrainingDiverged` naming the
+    step once ``max_bad_steps`` consecutive KL estimates were not finite.
     """
     _check_pair(teacher, student)
     log_density = _teacher_density(teacher, teacher_params, context is not None)
     params, history = fit_vi(student, student_params, log_density, key=key, num_steps=num_steps,
                              num_samples=num_samples, optimizer=optimizer, estimator=estimator,
-                             context=context, steps_per_sync=steps_per_sync)
+                             context=context, steps_per_sync=steps_per_sync,
+                             max_bad_steps=max_bad_steps)
     history["kl"] = [-float(v) for v in history["elbo"]]
     return params, history

@@ -43,7 +43,10 @@ import numpy as np
 import optax
 
 from ._checks import check_context
-from .flows import Flow, _map_events
+from .batching import map_events
+from .flows import Flow
+from .sharding import host_tree
+from .steps import DEFAULT_OPTIMIZER, TrainingDiverged, guarded_step, init_optimizer, tally, zero_stats
 
 ESTIMATORS = ("reparam", "stl")
 
@@ -62,9 +65,9 @@ def _check_args(flow: Flow, log_density, num_samples: int, estimator: str) -> No
 def _log_target(log_density: Callable, x, context):
     """``log p~`` at every event of ``x: (..., dim)``; shape ``x.shape[:-1]``."""
     if context is None:
-        out = _map_events(lambda xi, _: jnp.asarray(log_density(xi)), x, None)
+        out = map_events(lambda xi, _: jnp.asarray(log_density(xi)), x, None)
     else:
-        out = _map_events(lambda xi, ci: jnp.asarray(log_density(xi, ci)), x, context)
+        out = map_events(lambda xi, ci: jnp.asarray(log_density(xi, ci)), x, context)
     if out.shape != x.shape[:-1]:
         raise ValueError(
             "log_density must return a scalar for one event x of shape "
@@ -130,19 +133,67 @@ def importance_ess(flow: Flow, params, log_density: Callable, key, num_samples: 
 
 def make_vi_step(flow: Flow, log_density: Callable, optimizer: optax.GradientTransformation, *,
                  num_samples: int = 64, estimator: str = "reparam", context=None) -> Callable:
-    """One un-jitted VI step ``(params, opt_state, key) -> (params, opt_state, elbo)``:
-    ``value_and_grad`` of ``-elbo`` and an optax update.  Jit it, or scan it."""
+    """One jitted VI step ``(params, opt_state, key) -> (params, opt_state, elbo)``:
+    ``value_and_grad`` of ``-elbo`` and an optax update, with ``opt_state =
+    jaxflows.train.init_optimizer(optimizer, params)`` (``optimizer.init(params)``
+    for a flow without batch-norm statistics).
+
+    The same guarded step :func:`jaxflows.make_step` runs for maximum likelihood:
+    if the ELBO, a gradient or an updated parameter is NaN/Inf, the incoming
+    ``params`` and ``opt_state`` come back unchanged and the returned ELBO is
+    non-finite (the step was skipped)."""
     _check_args(flow, log_density, num_samples, estimator)
 
     def loss(params, key):
         return -elbo(flow, params, log_density, key, num_samples, context=context, estimator=estimator)
 
+    core = guarded_step(loss, optimizer)
+
+    @jax.jit
     def step(params, opt_state, key):
-        neg, grads = jax.value_and_grad(loss)(params, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, -neg
+        params, opt_state, neg = core(params, opt_state, key)
+        return params, opt_state, -neg
 
     return step
+
+
+def _chunk_runner(step: Callable, chunk: int, max_bad_steps: int) -> Callable:
+    """Jitted ``run(params, opt_state, stats, keys, n)``: ``n <= chunk`` steps in one
+    ``lax.fori_loop``, counting skipped steps on the device, and their ELBOs."""
+
+    @jax.jit
+    def run(params, opt_state, stats, keys, n):
+        def body(i, carry):
+            params, opt_state, stats, values = carry
+            params, opt_state, value = step(params, opt_state, keys[i])
+            return params, opt_state, tally(stats, -value, max_bad_steps), values.at[i].set(value)
+
+        values = jnp.full((chunk,), jnp.nan, dtype=jnp.result_type(float))
+        return jax.lax.fori_loop(0, n, body, (params, opt_state, stats, values))
+
+    return run
+
+
+def _chunk_keys(step_keys, start: int, chunk: int):
+    """Keys of steps ``start .. start + chunk``, the last chunk padded to one shape."""
+    keys = step_keys[start:start + chunk]
+    if keys.shape[0] < chunk:
+        pad = jnp.broadcast_to(keys[:1], (chunk - keys.shape[0],) + keys.shape[1:])
+        keys = jnp.concatenate([keys, pad])
+    return keys
+
+
+def _check_divergence(stats, limit: int, params, history) -> None:
+    """Raise :class:`TrainingDiverged` once ``limit`` steps in a row were skipped."""
+    bad = int(stats.max_bad_run)
+    if bad < limit:
+        return
+    at = int(stats.tripped_at)
+    raise TrainingDiverged(
+        f"fit_vi stopped at step {at}: the ELBO or its gradient was non-finite at {limit} steps "
+        f"in a row (steps {at - limit + 1} to {at}), each skipped. Check that log_density is "
+        "finite wherever the flow puts mass, or lower the learning rate",
+        params=params, history=history, step=at, bad_steps=bad)
 
 
 def fit_vi(
@@ -157,6 +208,7 @@ def fit_vi(
     estimator: str = "reparam",
     context=None,
     steps_per_sync: int = 250,
+    max_bad_steps: int = 50,
 ) -> Tuple[Any, Dict[str, Any]]:
     """Maximise the ELBO of ``flow`` against ``log_density`` (module docstring).
 
@@ -174,51 +226,52 @@ def fit_vi(
         conditional flow; the ELBO is averaged over the rows.
       steps_per_sync: steps run inside one jitted ``lax.fori_loop`` between
         host synchronisations (one compilation for all chunks).
+      max_bad_steps: as in :func:`jaxflows.fit`, a step whose ELBO, gradient or
+        updated params are NaN/Inf is skipped; this many in a row raise.
 
     Returns ``(params, history)``: ``history["elbo"]`` the per-step ELBO
-    estimates (list of floats), ``history["seconds"]`` the wall time.
-    Raises ``FloatingPointError`` naming the first step whose ELBO is not
-    finite (for example ``log_density`` returning ``-inf`` or NaN on samples).
+    estimates (list of floats; non-finite for a skipped step),
+    ``history["skipped_steps"]`` how many steps were skipped, and
+    ``history["seconds"]`` the wall time.
+    Raises :class:`jaxflows.TrainingDiverged` (a ``FloatingPointError``) naming
+    the step once ``max_bad_steps`` consecutive steps were skipped (for example
+    ``log_density`` returning ``-inf`` or NaN on samples); it carries the last
+    finite ``params``, the ``history`` so far, ``step`` and ``bad_steps``.
     """
     _check_args(flow, log_density, num_samples, estimator)
-    if not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
-        raise ValueError(f"num_steps must be a non-negative integer, got {num_steps!r}")
-    if steps_per_sync < 1:
-        raise ValueError(f"steps_per_sync must be >= 1, got {steps_per_sync}")
+    _check_counts(num_steps=num_steps, steps_per_sync=steps_per_sync, max_bad_steps=max_bad_steps)
     context = check_context(context, flow.context_dim, batched=True)
-    optimizer = optimizer if optimizer is not None else optax.adam(1e-3)
+    optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
     step = make_vi_step(flow, log_density, optimizer, num_samples=num_samples,
                         estimator=estimator, context=context)
     chunk = int(min(steps_per_sync, max(num_steps, 1)))
+    return _run_chunks(_chunk_runner(step, chunk, int(max_bad_steps)), params,
+                       init_optimizer(optimizer, params), key, int(num_steps), chunk,
+                       int(max_bad_steps))
 
-    @jax.jit
-    def run(params, opt_state, keys, n):
-        def body(i, carry):
-            params, opt_state, values = carry
-            params, opt_state, value = step(params, opt_state, keys[i])
-            return params, opt_state, values.at[i].set(value)
 
-        values = jnp.full((chunk,), jnp.nan, dtype=jnp.result_type(float))
-        return jax.lax.fori_loop(0, n, body, (params, opt_state, values))
+def _check_counts(**counts) -> None:
+    for name, value in counts.items():
+        least = 0 if name == "num_steps" else 1
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
+
+def _run_chunks(run: Callable, params, opt_state, key, num_steps: int, chunk: int,
+                max_bad_steps: int) -> Tuple[Any, Dict[str, Any]]:
+    """``num_steps`` steps in chunks of ``chunk``, one host sync per chunk."""
     t0 = time.perf_counter()
-    opt_state = optimizer.init(params)
+    stats = zero_stats()
     step_keys = jax.random.split(key, max(num_steps, 1))
-    history: Dict[str, Any] = {"elbo": [], "seconds": 0.0}
+    history: Dict[str, Any] = {"elbo": [], "skipped_steps": 0, "seconds": 0.0}
     for start in range(0, num_steps, chunk):
         n = min(chunk, num_steps - start)
-        keys = step_keys[start:start + chunk]
-        if keys.shape[0] < chunk:  # pad the last chunk so every call has one shape
-            keys = jnp.concatenate([keys, jnp.broadcast_to(keys[:1], (chunk - keys.shape[0],) + keys.shape[1:])])
-        params, opt_state, values = run(params, opt_state, keys, n)
-        values = np.asarray(values[:n])  # one host sync per chunk
-        bad = ~np.isfinite(values)
-        if bad.any():
-            first = start + int(np.flatnonzero(bad)[0])
-            raise FloatingPointError(
-                f"the ELBO became non-finite at step {first} ({values[bad][0]}): check that "
-                "log_density is finite wherever the flow puts mass, or lower the learning rate"
-            )
-        history["elbo"].extend(float(v) for v in values)
+        params, opt_state, stats, values = run(params, opt_state, stats,
+                                               _chunk_keys(step_keys, start, chunk), n)
+        history["elbo"].extend(float(v) for v in np.asarray(values[:n]))
+        stats_now = host_tree(stats)
+        history["skipped_steps"] = int(stats_now.steps) - int(stats_now.ok_steps)
+        history["seconds"] = time.perf_counter() - t0
+        _check_divergence(stats_now, max_bad_steps, params, history)
     history["seconds"] = time.perf_counter() - t0
     return params, history

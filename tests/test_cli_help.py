@@ -140,7 +140,7 @@ def test_nan_guard_hint_offers_cli_flags(tmp_path, capsys, monkeypatch):
     import jaxflows.train
 
     def exploding_fit(*args, **kwargs):
-        raise FloatingPointError("training stopped at epoch 0: NaN loss.")
+        raise jaxflows.TrainingDiverged("training stopped at epoch 0: NaN loss.", epoch=0)
 
     monkeypatch.setattr(jaxflows.train, "fit", exploding_fit)
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(50, 2)))

@@ -33,12 +33,14 @@ SCRIPT = textwrap.dedent("""
                 for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(p0)))
     devices = sorted({d.id for a in jax.tree_util.tree_leaves(eight) for d in a.devices()})
     # the batch really is split: 8 shards of 8 rows, and the step all-reduces gradients
-    from jaxflows.train import Carry, _auto_mesh, _compiled, _placer, _replicate, _zero_stats
-    auto = _auto_mesh(mesh)
-    batch = _placer(auto)(x[:64])
+    from jaxflows.sharding import auto_mesh, placer, replicate
+    from jaxflows.steps import zero_stats
+    from jaxflows.train import Carry, _compiled
+    auto = auto_mesh(mesh)
+    batch = placer(auto)(x[:64])
     shards = sorted(s.data.shape for s in batch.addressable_shards)
-    step, _ = _compiled(flow.log_prob, flow.train_log_prob, opt, None, auto)
-    carry = _replicate(Carry(p0, opt.init(p0), _zero_stats()), auto)
+    step, _ = _compiled(flow.log_prob, flow.train_log_prob, opt, None, auto, 50)
+    carry = replicate(Carry(p0, opt.init(p0), zero_stats()), auto)
     hlo = step.lower(carry, batch, None).compile().as_text()
     print(json.dumps({"max_param_diff": diff, "max_param_change": scale,
                       "train_loss_1": h1["train_loss"], "train_loss_8": h8["train_loss"],

@@ -8,6 +8,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxflows as jf
@@ -173,7 +174,7 @@ def test_zero_variance_column_is_refused_by_name():
 def _fit(flow, x, val, epochs, seed=0):
     params = flow.init(jax.random.PRNGKey(seed))
     return jf.fit(flow, params, x, key=jax.random.PRNGKey(seed + 1), val_data=val,
-                  num_epochs=epochs, batch_size=64, learning_rate=3e-3, patience=None,
+                  num_epochs=epochs, batch_size=64, optimizer=optax.adam(3e-3), patience=None,
                   progress=False)
 
 

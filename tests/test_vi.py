@@ -146,6 +146,41 @@ def test_errors():
         vi.elbo(flow, params, lambda x: x, key, 4)
     with pytest.raises(ValueError, match="context"):
         vi.fit_vi(flow, params, gaussian_log_density_2d, key=key, num_steps=1, context=jnp.zeros((1, 1)))
-    # a target that is -inf where the flow puts mass: a clear error naming the step
-    with pytest.raises(FloatingPointError, match="non-finite at step 0"):
-        vi.fit_vi(flow, params, lambda x: jnp.where(x[0] > 0, 0.0, -jnp.inf), key=key, num_steps=3)
+    with pytest.raises(ValueError, match="max_bad_steps must be an integer >= 1, got 0"):
+        vi.fit_vi(flow, params, gaussian_log_density_2d, key=key, num_steps=1, max_bad_steps=0)
+    # a target that is -inf where the flow puts mass: every step is skipped, and the second
+    # in a row raises the one divergence error fit raises too, naming the step
+    with pytest.raises(jaxflows.TrainingDiverged, match=r"stopped at step 1: .*non-finite at 2 "
+                                                        r"steps in a row \(steps 0 to 1\)") as e:
+        vi.fit_vi(flow, params, lambda x: jnp.where(x[0] > 0, 0.0, -jnp.inf), key=key,
+                  num_steps=3, max_bad_steps=2)
+    err = e.value
+    assert isinstance(err, FloatingPointError)
+    assert (err.epoch, err.step, err.bad_steps) == (None, 1, 3)  # the chunk ran all 3 steps
+    assert err.history["skipped_steps"] == 3 and not np.isfinite(err.history["elbo"]).any()
+    jax.tree_util.tree_map(np.testing.assert_array_equal, err.params, params)  # never moved
+
+
+def test_fit_vi_skips_sporadic_non_finite_steps_like_fit():
+    """The step is jitted and guarded as fit's: a step whose ELBO is not finite leaves the
+    params as they were and is counted; training goes on through fewer than max_bad_steps."""
+    flow = jaxflows.iaf(2, num_layers=1, hidden=(8,))
+    params = flow.init(jax.random.PRNGKey(0))
+    opt = optax.adam(1e-2)
+    cliff = lambda x: jnp.where(x[0] > 1.5, -jnp.inf, -0.5 * x @ x)  # noqa: E731  hit now and then
+    step = vi.make_vi_step(flow, cliff, opt, num_samples=8)
+    assert hasattr(step, "lower")  # jitted, like make_step's
+    p, hist = vi.fit_vi(flow, params, cliff, key=jax.random.PRNGKey(1), num_steps=30,
+                        num_samples=8, optimizer=opt)
+    bad = int(np.sum(~np.isfinite(hist["elbo"])))
+    assert 0 < bad == hist["skipped_steps"] < 30
+    assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree_util.tree_leaves(p))
+    state = opt.init(params)
+    for i in range(20):  # find a skipped step: it returns its inputs bit for bit
+        p1, s1, value = step(params, state, jax.random.PRNGKey(100 + i))
+        if not np.isfinite(float(value)):
+            jax.tree_util.tree_map(np.testing.assert_array_equal, p1, params)
+            jax.tree_util.tree_map(np.testing.assert_array_equal, s1, state)
+            break
+    else:
+        pytest.fail("no step hit the cliff")
