@@ -1,55 +1,41 @@
 """Training over several processes (hosts) with JAX's multi-process runtime.
 
-JAX runs one Python process per host (or per accelerator group); each process
-drives its local devices, and a :class:`jax.sharding.Mesh` built over
-``jax.devices()`` spans the devices of all processes. :func:`jaxflows.fit`
-with ``mesh=`` then splits every batch over the mesh's ``"data"`` axis and
-XLA all-reduces the gradients across processes, so the processes take the
-same optimisation steps and end with the same params.
+JAX runs one Python process per host (or per group of accelerators); each
+process drives its local devices, and a :class:`jax.sharding.Mesh` built over
+``jax.devices()`` spans the devices of all processes. :func:`jaxflows.fit` with
+``mesh=`` splits every batch over the mesh's ``"data"`` axis and XLA
+all-reduces the gradients across processes, so every process takes the same
+optimisation steps and ends with the same params. Start the runtime with
+:func:`initialize` (or :func:`jax.distributed.initialize`) before any other
+JAX call; the command line does it with ``jaxflows fit --coordinator HOST:PORT
+--num-processes N --process-id I``.
 
 Two ways to give the processes their data:
 
-* **The same data everywhere** (the default): every process passes the whole
-  training set and the same ``key``; each process copies to its devices only
-  the rows of each batch that its devices hold. The result equals a
-  single-process fit on a mesh with the same number of devices (to float
-  rounding: the gradient's summation order differs).
-* **Process-local rows** (``fit(..., data_is_process_local=True)``), for data
-  that do not fit in one host's memory: each process passes only its own rows
-  (e.g. its own files), and each global batch is assembled from every
-  process's part with :func:`jax.make_array_from_process_local_data`. With
-  ``P`` processes and a global ``batch_size`` ``B``, each process contributes
-  ``b = B / P`` rows per step (every process must drive the same number of
-  mesh devices):
-
-  - process ``p`` holds out ``val_fraction`` of its own rows for validation,
-    chosen by a permutation drawn from ``key`` and ``p`` (or passes its own
-    ``val_data``); the validation loss is the mean over all processes'
-    validation rows;
-  - epoch ``e`` shuffles each process's training rows by a permutation drawn
-    from ``key``, ``e`` and ``p``; step ``s`` takes rows ``s*b ... s*b + b - 1``
-    of that order from every process. Shuffling therefore mixes rows within a
-    process, never across processes: split files so that each process holds a
-    representative sample;
-  - an epoch has ``min_p floor(n_p / b)`` steps, ``n_p`` being process ``p``'s
-    training rows: processes with more rows use a different subset of the
-    surplus each epoch, and ``batch_size`` is capped at ``P`` times the
-    smallest process's training rows.
-
-  The fit is a deterministic function of ``key`` and the processes' rows.
+* **The same data everywhere**: every process passes the whole training set
+  (NumPy) and the same ``key``; each process copies to its devices only the
+  rows of each batch that its devices hold. The result equals a single-process
+  fit on a mesh with as many devices, to float rounding (the gradient's
+  summation order differs).
+* **Each process its own rows**, for data that do not fit in one host's memory:
+  :func:`process_local_rows` (or :func:`process_local_split`, which also holds
+  out validation rows) turns every process's own rows into one global
+  ``jax.Array`` split over the mesh (:func:`jax.make_array_from_process_local_data`):
+  process ``p``'s rows stay on the devices it drives, and no process ever holds
+  the whole data set. :func:`jaxflows.fit` takes such arrays as ``data`` /
+  ``val_data`` / ``context``: its shuffle is a permutation of the global row
+  order, drawn from ``key`` on every host alike, and each batch is gathered
+  from wherever its rows live, on the devices. The batches are therefore
+  exactly those of a single-process fit on the concatenated rows, and so is
+  the result (to float rounding). Every process passes the same number of
+  rows, a multiple of the mesh devices it drives.
 
 Checkpoints (``fit(..., checkpoint_dir=...)``) are written by process 0 only,
-atomically; the directory must be on a filesystem that every process sees,
-and on resume every process reads the same training state. Before training,
-the processes compare what must agree (flow configuration, initial params,
-key, batch size, epochs, the data's shapes, the checkpoint directory and
-resume flag) and every process raises the same ``ValueError`` naming the
-difference if they do not, instead of hanging in a collective that never
-completes.
-
-Start the runtime with :func:`initialize` (or :func:`jax.distributed.initialize`)
-before any other JAX call; the command line does it with ``jaxflows fit
---coordinator HOST:PORT --num-processes N --process-id I``.
+atomically; ``checkpoint_dir`` must be one directory on a filesystem that every
+process sees. Process 0 alone takes the directory's lock (every process fails
+if it cannot); on resume every process reads the training state and they check
+that they all read the same epoch; a fit returns on every process only once
+process 0 has written its last state.
 """
 
 from __future__ import annotations
@@ -59,13 +45,14 @@ import functools
 import hashlib
 import json
 import os
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["initialize", "process_allgather_json"]
+__all__ = ["initialize", "local_split_indices", "process_allgather_json", "process_local_rows",
+           "process_local_split", "Rows"]
 
 DATA_AXIS = "data"
 
@@ -141,29 +128,6 @@ def process_allgather_json(obj) -> List[Any]:
     buf[:blob.size] = blob
     blobs = np.asarray(multihost_utils.process_allgather(buf))
     return [json.loads(bytes(blobs[i, :int(lengths[i])]).decode()) for i in range(len(lengths))]
-
-
-def tree_digest(tree) -> str:
-    """SHA-256 (16 hex digits) of a pytree's structure, shapes, dtypes and values."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    h = hashlib.sha256(str(treedef).encode())
-    for a in leaves:
-        if isinstance(a, jax.Array) and not a.is_fully_addressable:
-            a = a.addressable_data(0)
-        a = np.ascontiguousarray(np.asarray(a))
-        h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(a.data)
-    return h.hexdigest()[:16]
-
-
-def _disagreements(views: List[Dict[str, Any]]) -> List[str]:
-    out = []
-    for name in views[0]:
-        values = [v.get(name) for v in views]
-        if any(v != values[0] for v in values[1:]):
-            shown = ", ".join(f"process {i}: {json.dumps(v)[:120]}" for i, v in enumerate(values))
-            out.append(f"{name} ({shown})")
-    return out
 
 
 class Rows(NamedTuple):
@@ -290,6 +254,28 @@ def process_local_split(rows, mesh, *, key, val_fraction: float = 0.1, context=N
                 g(context, tr, "training context"), g(context, va, "validation context"))
 
 
+def global_digest(a: jax.Array) -> str:
+    """SHA-256 (16 hex digits) of an array spread over several processes (a collective).
+
+    Each process hashes the blocks its devices hold (each block once), the
+    digests are gathered and hashed in process order: the same string on every
+    process, without any process reading the whole array. It identifies the
+    contents *and* the layout (the number of processes), as a resumed fit needs.
+    """
+    h = hashlib.sha256(f"{a.shape}{a.dtype}".encode())
+    seen = set()
+    for shard in sorted(a.addressable_shards,
+                        key=lambda s: tuple((i.start or 0) for i in s.index)):
+        where = tuple((i.start, i.stop) for i in shard.index)
+        if where in seen:
+            continue
+        seen.add(where)
+        h.update(repr(where).encode())
+        h.update(np.ascontiguousarray(np.asarray(shard.data)).data)
+    views = process_allgather_json(h.hexdigest())
+    return hashlib.sha256("".join(views).encode()).hexdigest()[:16]
+
+
 def nonfinite_rows(a: jax.Array) -> np.ndarray:
     """Indices of the rows of a (possibly multi-process) array with a NaN or Inf."""
     rep = jax.sharding.NamedSharding(a.sharding.mesh, jax.sharding.PartitionSpec())
@@ -373,3 +359,44 @@ def agree_on_resume(state_path: str, epoch: Optional[int], error: Optional[BaseE
         raise ValueError(f"the processes read different training states from '{state_path}' "
                          f"(epochs {epochs}): checkpoint_dir must be one directory on a "
                          "filesystem that every process sees")
+
+
+# --------------------------------------------------------------------------
+# The command line: ``jaxflows fit --coordinator HOST:PORT --num-processes N --process-id I``
+# --------------------------------------------------------------------------
+
+_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def cli_wants_processes(args) -> bool:
+    """Whether ``jaxflows fit`` was asked to join a multi-process run: one of
+    ``--coordinator``/``--num-processes``/``--process-id``/``--distributed``, or
+    one of the environment variables ``JAX_COORDINATOR_ADDRESS``,
+    ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``."""
+    given = (getattr(args, "coordinator", None), getattr(args, "num_processes", None),
+             getattr(args, "process_id", None))
+    return (any(v is not None for v in given) or bool(getattr(args, "distributed", False))
+            or any(os.environ.get(v, "").strip() for v in _ENV))
+
+
+def data_mesh() -> Optional[jax.sharding.Mesh]:
+    """A mesh over every process's devices with one ``"data"`` axis; ``None``
+    with a single process (the command line then trains on one device)."""
+    if jax.process_count() == 1:
+        return None
+    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+
+
+def cli_fit_other_process(args, cmd_fit) -> int:
+    """``jaxflows fit`` on a process other than 0: the same fit, in step with
+    process 0, which alone prints and writes OUT; this process reads and
+    resumes OUT/train_state like process 0, and writes nothing."""
+    import argparse
+    import tempfile
+    quiet = argparse.Namespace(**vars(args))
+    quiet.state_dir = os.path.join(args.out, "train_state")
+    quiet.no_plot, quiet.no_progress = True, True
+    with tempfile.TemporaryDirectory(prefix="jaxflows-process-") as scratch, \
+            open(os.devnull, "w") as devnull:
+        quiet.out = scratch
+        return cmd_fit(quiet, devnull)
