@@ -2,7 +2,7 @@
 
 ``save(path, flow, params, ...)`` writes, ``load(path)`` reads back a
 :class:`Checkpoint` whose ``flow`` is rebuilt from ``flow.config`` (factory
-name and keyword arguments) with :func:`jaxflows.flows.from_config`, so the
+name and keyword arguments) with :func:`jaxflows.models.from_config`, so the
 file alone rebuilds the model, no user code needed.
 
 File layout (little-endian)::
@@ -24,16 +24,13 @@ interrupted save leaves the previous file intact.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import stat
 import struct
-import tempfile
-import time
 import warnings
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -41,10 +38,12 @@ import msgpack
 import numpy as np
 from flax import serialization
 
-from .bijectors.batchnorm import split_state
-from .data import Standardizer
 from .conditioners import ConditionerError
-from .flows import Flow, from_config
+from .data import Standardizer
+from .files import LOCK_FILE, DirectoryLocked, atomic_write, directory_lock  # noqa: F401 - re-exported
+from .flows import Flow
+from .models import from_config
+from .state import split_state
 
 MAGIC = b"JAXFLOWS"
 FORMAT_VERSION = 1
@@ -86,121 +85,6 @@ class Checkpoint(NamedTuple):
 # --------------------------------------------------------------------------
 # Bytes on disk
 # --------------------------------------------------------------------------
-
-# A temporary file is named ".<name>.<pid>.<random>.tmp"; one left behind by a
-# killed writer is removed by the next save of the same file.
-_STALE_SECONDS = 24 * 3600
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # exists (another user's process), or cannot tell: keep its file
-    return True
-
-
-def _remove_stale_temps(directory: str, name: str) -> None:
-    """Delete ``.<name>.*.tmp`` files that no living writer owns: their pid is
-    gone (killed mid-save), or they are older than a day."""
-    prefix = "." + name + "."
-    try:
-        entries = os.listdir(directory)
-    except OSError:
-        return
-    now = time.time()
-    for entry in entries:
-        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
-            continue
-        full = os.path.join(directory, entry)
-        middle = entry[len(prefix):-len(".tmp")].split(".")
-        try:
-            pid = int(middle[0])
-        except ValueError:
-            pid = None
-        try:
-            old = now - os.stat(full).st_mtime > _STALE_SECONDS
-            if old or (pid is not None and pid != os.getpid() and not _pid_alive(pid)):
-                os.remove(full)
-        except OSError:
-            pass
-
-
-def _atomic_write(path: str, blob: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    _remove_stale_temps(directory, os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp",
-                               dir=directory)
-    try:
-        # mkstemp makes the file 0600; give it the mode a plain open() would (0666 & ~umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable (best effort; not on every OS)
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-LOCK_FILE = ".jaxflows.lock"
-
-
-class DirectoryLocked(OSError):
-    """Another process holds the lock of an output directory (see :func:`directory_lock`)."""
-
-
-@contextlib.contextmanager
-def directory_lock(directory, what: str = "a jaxflows fit") -> Iterator[str]:
-    """Hold an exclusive lock on ``directory`` (created) for a block of work.
-
-    Two fits writing into one directory would overwrite each other's files; the
-    second one to start raises :class:`DirectoryLocked` naming the directory
-    and the holder's process id instead. The lock is an OS file lock
-    (``flock``) on ``directory/.jaxflows.lock``: the kernel drops it when its
-    holder exits, even when killed, so a stale lock never blocks a later run.
-    On systems without ``fcntl`` (Windows) no lock is taken.
-    """
-    directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield directory
-        return
-    lock_path = os.path.join(directory, LOCK_FILE)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            raise DirectoryLocked(
-                f"'{directory}' is in use by {what} (process {holder}); wait for it to finish "
-                "or choose another output directory") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield directory
-    finally:
-        os.close(fd)  # releases the lock
-
 
 def _encode(record: Dict[str, Any]) -> bytes:
     payload = serialization.msgpack_serialize(record)
@@ -401,7 +285,7 @@ def save(path, flow: Flow, params, *, opt_state=None, step: Optional[int] = None
     if standardizer is not None:
         record["standardizer"] = {"mean": np.asarray(standardizer.mean),
                                   "scale": np.asarray(standardizer.scale)}
-    _atomic_write(path, _encode(record))
+    atomic_write(path, _encode(record))
     return path
 
 
@@ -476,7 +360,7 @@ def write_train_state(path: str, flow: Flow, state: Dict[str, Any]) -> None:
               "metadata": _json({k: v for k, v in state.items() if k not in _TREES})}
     for name in _TREES:
         record[name] = _to_numpy(state[name])
-    _atomic_write(path, _encode(record))
+    atomic_write(path, _encode(record))
 
 
 def read_train_state(path: str, params_like, opt_state_like, check=None) -> Dict[str, Any]:

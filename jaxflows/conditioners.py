@@ -29,7 +29,7 @@ Your own network:
   produces the output so that the flow layer starts at the identity, like the
   built-in networks.
 - :class:`MaskedDense` and :func:`made_degrees` build *autoregressive* flax
-  networks.  An autoregressive layer checks a user network when it is built
+  networks (defined in :mod:`jaxflows.masked`, re-exported here).  An autoregressive layer checks a user network when it is built
   (:func:`check_autoregressive`: a Jacobian on random inputs and params) and
   refuses one whose output for a variable reads that variable or a later one.
   The sequential direction of such a layer runs the reference ``lax.scan``
@@ -45,8 +45,7 @@ there and must be passed again to rebuild the flow
 from __future__ import annotations
 
 import dataclasses
-import weakref
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -54,7 +53,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._types import Array, Params
-from .nn import ACTIVATIONS, hidden_degrees, mlp_apply, mlp_init
+from .made import made_apply, made_config, made_init
+from .masked import MaskedDense, check_autoregressive, made_degrees
+from .mlp import ACTIVATIONS, check_hidden, mlp_apply, mlp_init
 
 __all__ = [
     "Conditioner", "ConditionerError", "MaskedDense", "as_conditioner", "bind", "check_autoregressive",
@@ -101,16 +102,6 @@ class Conditioner(NamedTuple):
 # Built-in networks
 # ---------------------------------------------------------------------------
 
-def _check_hidden(hidden) -> Tuple[int, ...]:
-    try:
-        hidden = tuple(int(h) for h in hidden)
-    except TypeError:
-        raise TypeError(f"hidden must be a sequence of ints, got {hidden!r}") from None
-    if any(h < 1 for h in hidden):
-        raise ValueError(f"hidden sizes must be positive, got {hidden}")
-    return hidden
-
-
 def _check_activation(activation) -> None:
     if callable(activation):
         return
@@ -123,7 +114,7 @@ def mlp(hidden: Sequence[int] = (64, 64), activation: Union[str, Callable] = "re
     sizes ``hidden`` with ``activation`` (a name in ``jaxflows.nn.ACTIVATIONS``
     or a callable; only a name can be recorded in a flow's config); the
     context feeds the first layer; the last layer starts at zero."""
-    hidden = _check_hidden(hidden)
+    hidden = check_hidden(hidden)
     _check_activation(activation)
     config = ({"type": "mlp", "hidden": list(hidden), "activation": activation}
               if isinstance(activation, str) else None)
@@ -147,9 +138,7 @@ def made(hidden: Sequence[int] = (64, 64), activation: str = "relu", residual: b
     ``apply``) it is a MADE in the natural order: output row ``i`` reads
     ``x[:i]`` (and the context).
     """
-    from .nn import made_apply, made_config, made_init  # noqa: PLC0415 - light, avoids a cycle
-
-    hidden = _check_hidden(hidden)
+    hidden = check_hidden(hidden)
     _check_activation(activation)
 
     def _cfg(in_dim, out_dim, context_dim):
@@ -210,18 +199,8 @@ def from_linen(module, *, zero_last: bool = True, out_attr: str = "out_dim") -> 
     ``init`` says so: set ``zero_last=False`` and, if you want the identity
     start, give your last layer ``kernel_init=nn.initializers.zeros``.
     """
-    if isinstance(module, nn.Module):
-        make = None
-        name = _module_name(module)
-        text = repr(module)
-    elif callable(module):
-        make = module
-        name = getattr(module, "__qualname__", repr(module))
-        name = f"{getattr(module, '__module__', '?')}.{name}"
-        text = name
-    else:
-        raise TypeError(f"from_linen needs a flax.linen Module (or a function out_dim -> Module), "
-                        f"got {type(module).__name__}")
+    make, name, text = _linen_source(module)
+    needs_width = make is not None or out_attr in _field_names(module)
 
     def build(out_dim):
         if make is not None:
@@ -229,17 +208,55 @@ def from_linen(module, *, zero_last: bool = True, out_attr: str = "out_dim") -> 
             if not isinstance(m, nn.Module):
                 raise TypeError(f"from_linen: the function given returned {type(m).__name__}, not a flax.linen Module")
             return m
-        fields = {f.name for f in dataclasses.fields(module)}
-        return module.clone(**{out_attr: out_dim}) if out_attr in fields else module
+        return module.clone(**{out_attr: out_dim}) if out_attr in _field_names(module) else module
 
-    def _call(m, variables, x, context, **kw):
-        if context is None:
-            return m.apply(variables, x, **kw)
-        return m.apply(variables, x, context, **kw)
-
-    needs_width = make is not None or out_attr in {f.name for f in dataclasses.fields(module)}
     config = {"type": "flax.linen", "module": name, "repr": " ".join(text.replace("# attributes", "").split())[:500], "zero_last": bool(zero_last),
               "out_attr": out_attr}
+    hint = (f"give the module a field {out_attr!r} for the output width" if make is None
+            else "the function must build a module with that output width")
+    init = _linen_init(build, name, zero_last, hint)
+
+    def apply_for(out_dim):
+        def apply(params, x, context=None):
+            if out_dim is None and needs_width:
+                raise RuntimeError(
+                    f"from_linen: module {name} takes its output width from the layer; use the "
+                    "conditioner inside a layer, or bind it first: conditioner.for_layer(in_dim, out_dim, "
+                    "context_dim).apply(...)")
+            return _call_linen(module if out_dim is None else build(out_dim), params, x, context)
+        return apply
+
+    def for_layer(in_dim, out_dim, context_dim=None):
+        return Conditioner(init, apply_for(int(out_dim)), config)
+
+    return Conditioner(init, apply_for(None), config, for_layer if needs_width else None)
+
+
+def _linen_source(module):
+    """``(make, name, text)``: ``make`` is the function ``out_dim -> Module`` (``None`` for a
+    module given as is), ``name`` what a config records, ``text`` its description."""
+    if isinstance(module, nn.Module):
+        return None, _module_name(module), repr(module)
+    if callable(module):
+        name = f"{getattr(module, '__module__', '?')}.{getattr(module, '__qualname__', repr(module))}"
+        return module, name, name
+    raise TypeError(f"from_linen needs a flax.linen Module (or a function out_dim -> Module), "
+                    f"got {type(module).__name__}")
+
+
+def _field_names(module) -> set:
+    return {f.name for f in dataclasses.fields(module)}
+
+
+def _call_linen(m, variables, x, context, **kw):
+    if context is None:
+        return m.apply(variables, x, **kw)
+    return m.apply(variables, x, context, **kw)
+
+
+def _linen_init(build, name: str, zero_last: bool, hint: str):
+    """``init(key, in_dim, out_dim, context_dim)`` of :func:`from_linen`: the module's
+    variables, checked (``params`` only, output ``(out_dim,)``), last layer zeroed."""
 
     def init(key, in_dim, out_dim, context_dim=None):
         m = build(out_dim)
@@ -253,10 +270,8 @@ def from_linen(module, *, zero_last: bool = True, out_attr: str = "out_dim") -> 
                 f"from_linen: module {name} has variable collections {extra} besides 'params'; a "
                 "conditioner must be a pure function of its params (use LayerNorm, not BatchNorm)")
         variables.setdefault("params", {})
-        out = jax.eval_shape(lambda v: _call(m, v, x, ctx), variables)
+        out = jax.eval_shape(lambda v: _call_linen(m, v, x, ctx), variables)
         if tuple(out.shape) != (out_dim,):
-            hint = (f"give the module a field {out_attr!r} for the output width" if make is None
-                    else "the function must build a module with that output width")
             raise ValueError(
                 f"from_linen: module {name} returns shape {tuple(out.shape)} for one event of shape "
                 f"({in_dim},), but the layer needs ({out_dim},) (dim * transformer.num_params); {hint}")
@@ -264,20 +279,7 @@ def from_linen(module, *, zero_last: bool = True, out_attr: str = "out_dim") -> 
             variables = _zero_last(m, variables, x, ctx, name)
         return variables
 
-    def apply_for(out_dim):
-        def apply(params, x, context=None):
-            if out_dim is None and needs_width:
-                raise RuntimeError(
-                    f"from_linen: module {name} takes its output width from the layer; use the "
-                    "conditioner inside a layer, or bind it first: conditioner.for_layer(in_dim, out_dim, "
-                    "context_dim).apply(...)")
-            return _call(module if out_dim is None else build(out_dim), params, x, context)
-        return apply
-
-    def for_layer(in_dim, out_dim, context_dim=None):
-        return Conditioner(init, apply_for(int(out_dim)), config)
-
-    return Conditioner(init, apply_for(None), config, for_layer if needs_width else None)
+    return init
 
 
 def _zero_last(m, variables, x, ctx, name):
@@ -340,126 +342,6 @@ def bind(conditioner, in_dim: int, out_dim: int, context_dim: Optional[int] = No
     ``for_layer(in_dim, out_dim, context_dim)`` when the network has one."""
     c = as_conditioner(conditioner)
     return c.for_layer(in_dim, out_dim, context_dim) if c.for_layer is not None else c
-
-
-# ---------------------------------------------------------------------------
-# Autoregressive user networks
-# ---------------------------------------------------------------------------
-
-def made_degrees(dim: int, hidden: Sequence[int], num_params: int = 1, *,
-                 context: bool = False) -> Tuple[Tuple[int, ...], Tuple[Tuple[int, ...], ...], Tuple[int, ...]]:
-    """MADE degrees for a network over ``dim`` variables in natural order.
-
-    Returns ``(input_degrees, hidden_degrees, output_degrees)``: input ``i``
-    has degree ``i + 1``; each hidden layer's units have degrees in
-    ``1..dim-1`` (``0..dim-1`` with ``context=True``: degree-0 units read only
-    the context, so the first variable's parameters can depend on it);
-    output column ``i * num_params + p`` has degree ``i + 1``.  Wire
-    :class:`MaskedDense` layers with them: ``strict=False`` into and between
-    hidden layers, ``strict=True`` into the output.
-    """
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
-    ins = tuple(range(1, dim + 1))
-    hid = tuple(tuple(int(d) for d in hidden_degrees(int(h), dim, 1 if context else None))
-                for h in _check_hidden(hidden))
-    outs = tuple(int(d) for d in np.repeat(np.arange(1, dim + 1), int(num_params)))
-    return ins, hid, outs
-
-
-class MaskedDense(nn.Module):
-    """A dense layer ``y = x @ (W * M) + b`` whose mask ``M`` keeps the
-    autoregressive property (MADE, Germain et al. 2015).
-
-    ``M[j, k] = 1`` iff ``in_degrees[j] <= out_degrees[k]`` (``strict=True``:
-    ``<``, for the output layer).  Degrees come from :func:`made_degrees`.  The
-    mask is rebuilt from the degrees at every call and never stored in the
-    params, so training cannot break it.  Use it in place of ``nn.Dense`` in an
-    autoregressive network: element-wise activations and residual sums of
-    layers with equal degrees keep the property; anything that mixes units
-    (``LayerNorm``, attention over units) does not.
-    """
-
-    features: int
-    in_degrees: Tuple[int, ...]
-    out_degrees: Tuple[int, ...]
-    strict: bool = False
-    use_bias: bool = True
-    kernel_init: Callable = nn.initializers.lecun_normal()
-    bias_init: Callable = nn.initializers.zeros_init()
-
-    @nn.compact
-    def __call__(self, x):
-        din = np.asarray(self.in_degrees)
-        dout = np.asarray(self.out_degrees)
-        if din.shape != (x.shape[-1],):
-            raise ValueError(f"MaskedDense: in_degrees has {din.size} entries, the input has "
-                             f"{x.shape[-1]} features")
-        if dout.shape != (self.features,):
-            raise ValueError(f"MaskedDense: out_degrees has {dout.size} entries, features={self.features}")
-        mask = (din[:, None] < dout[None, :]) if self.strict else (din[:, None] <= dout[None, :])
-        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
-        y = x @ (kernel * jnp.asarray(mask, kernel.dtype))
-        if self.use_bias:
-            y = y + self.param("bias", self.bias_init, (self.features,))
-        return y
-
-
-_AR_CHECKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def check_autoregressive(conditioner: Conditioner, dim: int, num_params: int,
-                         context_dim: Optional[int] = None, *, seed: int = 0, trials: int = 2) -> None:
-    """Refuse a network whose output for variable ``i`` reads ``x_i`` or a later input.
-
-    The network is taken in natural order: row ``i`` of ``apply(params, x,
-    context).reshape(dim, num_params)`` may depend on ``x[:i]`` (and the
-    context) only.  Checked by the Jacobian ``d theta / d x`` at ``trials``
-    random inputs, with the params of ``init`` plus ``N(0, 0.1^2)`` noise
-    (so a last layer that starts at zero does not hide anything); masked
-    connections give exact zeros there.  Raises ``ValueError`` naming the first
-    offending output and input.  A passed check is remembered per network.
-    """
-    cache_key = (int(dim), int(num_params), context_dim, int(seed), int(trials))
-    try:
-        seen = _AR_CHECKED.setdefault(conditioner.init, set())
-    except TypeError:  # not weak-referenceable: check every time
-        seen = set()
-    if cache_key in seen:
-        return
-    with jax.ensure_compile_time_eval():
-        key = jax.random.PRNGKey(seed)
-        k_init, k_noise, k_x, k_c = jax.random.split(key, 4)
-        params = conditioner.init(k_init, dim, dim * num_params, context_dim)
-        leaves, treedef = jax.tree_util.tree_flatten(params)
-        noise_keys = jax.random.split(k_noise, max(len(leaves), 1))
-        leaves = [l + 0.1 * jax.random.normal(k, jnp.shape(l), jnp.result_type(l))
-                  if jnp.issubdtype(jnp.result_type(l), jnp.floating) else l
-                  for l, k in zip(leaves, noise_keys)]
-        params = jax.tree_util.tree_unflatten(treedef, leaves)
-        xs = jax.random.normal(k_x, (trials, dim))
-        cs = None if context_dim is None else jax.random.normal(k_c, (trials, context_dim))
-        after = np.arange(dim)[None, :] >= np.arange(dim)[:, None]  # [i, j]: input j not before i
-        for t in range(trials):
-            ctx = None if cs is None else cs[t]
-            theta = conditioner.apply(params, xs[t], ctx)
-            if tuple(jnp.shape(theta)) != (dim * num_params,):
-                raise ValueError(f"conditioner returns shape {tuple(jnp.shape(theta))}, the layer needs "
-                                 f"({dim * num_params},) (dim * transformer.num_params)")
-            J = jax.jacfwd(lambda v: conditioner.apply(params, v, ctx).reshape(dim, num_params))(xs[t])
-            dep = np.any(np.asarray(J) != 0, axis=1)  # (dim, dim): row i reads input j
-            bad = np.argwhere(dep & after)
-            if bad.size:
-                i, j = (int(v) for v in bad[0])
-                cols = f"columns {i * num_params}..{(i + 1) * num_params - 1}" if num_params > 1 else f"column {i}"
-                raise ValueError(
-                    f"conditioner is not autoregressive: row {i} of its output ({cols} of "
-                    f"({dim * num_params},)) depends on its input {j}, but row i may read inputs 0..i-1 "
-                    f"only (the layer feeds the network its variables in the layer's order and puts the "
-                    f"rows back). Build the network from jaxflows.nn.MaskedDense layers wired with "
-                    f"jaxflows.nn.made_degrees(...); layers that mix units (LayerNorm, attention) "
-                    f"break the property.")
-    seen.add(cache_key)
 
 
 # ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._types import Distribution
+from .distrax_support import distrax_base, is_distrax_distribution
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -171,13 +172,11 @@ def base_from_config(config, dim: int) -> Distribution:
 
 def make_base(base, dim: int) -> Distribution:
     """A base from a name in ``BASES``, a ready ``Distribution`` or a
-    ``distrax.Distribution`` (adapted by ``jaxflows.interop.distrax_base``)."""
+    ``distrax.Distribution`` (adapted by :func:`jaxflows.interop.distrax_base`)."""
     if isinstance(base, Distribution):
         if base.dim != dim:
             raise ValueError(f"base distribution has dim {base.dim}, flow has dim {dim}")
         return base
-    from .interop import distrax_base, is_distrax_distribution  # lazy: interop imports flows
-
     if is_distrax_distribution(base):
         return distrax_base(base, dim)
     try:

@@ -11,7 +11,9 @@
   thin ``distrax.Distribution`` around our base's functions.
 - ``distrax_base(dist, dim)`` -> a ``jaxflows.Distribution`` calling a distrax
   distribution, so that any distrax distribution can be a flow's base
-  (``jaxflows.transformed(bijector, distrax_base(d), dim=...)``).
+  (``jaxflows.transformed(bijector, distrax_base(d), dim=...)``); defined in
+  :mod:`jaxflows.distrax_support` (which the bases use without importing
+  flows) and re-exported here.
 
 The distrax objects hold ``params`` as pytree leaves (distrax objects are
 jittable pytrees), so they can be built inside or outside ``jit``.  A
@@ -24,8 +26,6 @@ distrax is imported lazily (it is an optional dependency); its import-time
 
 from __future__ import annotations
 
-import sys
-import warnings
 from typing import Optional, Tuple
 
 import jax
@@ -33,24 +33,11 @@ import jax.numpy as jnp
 
 from ._checks import check_batch, check_context
 from ._types import Array, Bijector, Distribution, Params
-from .flows import Flow, _map_events
+from .batching import map_events
+from .distrax_support import distrax_base, is_distrax_distribution, load_distrax
+from .flows import Flow
 
 __all__ = ["to_distrax", "distrax_base", "is_distrax_distribution"]
-
-
-def _distrax():
-    """Import distrax, silencing its import-time deprecation warning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*pytype_aval_mappings.*")
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="distrax")
-        import distrax  # noqa: PLC0415
-    return distrax
-
-
-def is_distrax_distribution(obj) -> bool:
-    """Whether ``obj`` is a ``distrax.Distribution``, without importing distrax."""
-    mod = sys.modules.get("distrax")
-    return mod is not None and isinstance(obj, mod.Distribution)
 
 
 def _bijector_class():
@@ -58,7 +45,7 @@ def _bijector_class():
     cls = getattr(_bijector_class, "cls", None)
     if cls is not None:
         return cls
-    distrax = _distrax()
+    distrax = load_distrax()
 
     class JaxflowsBijector(distrax.Bijector):
         """A jaxflows ``Bijector`` with fixed ``params`` (and context) as a distrax bijector.
@@ -77,7 +64,7 @@ def _bijector_class():
         def _apply(self, fn, x):
             if jnp.ndim(x) < 1:
                 raise ValueError(f"x must have shape (..., dim), got a scalar of shape {jnp.shape(x)}")
-            return _map_events(lambda xi, ci: fn(self.params, xi, ci), x, self.context)
+            return map_events(lambda xi, ci: fn(self.params, xi, ci), x, self.context)
 
         def forward_and_log_det(self, x: Array) -> Tuple[Array, Array]:
             return self._apply(self._fns[0], x)
@@ -98,7 +85,7 @@ def _distribution_class():
     cls = getattr(_distribution_class, "cls", None)
     if cls is not None:
         return cls
-    distrax = _distrax()
+    distrax = load_distrax()
 
     class JaxflowsDistribution(distrax.Distribution):
         """A jaxflows base ``Distribution`` with fixed ``params``; event shape ``(dim,)``."""
@@ -115,7 +102,7 @@ def _distribution_class():
 
         def log_prob(self, value: Array) -> Array:
             value = check_batch(value, self._dim, "value")
-            return _map_events(lambda xi, _: self._fns[0](self.params, xi), value, None)
+            return map_events(lambda xi, _: self._fns[0](self.params, xi), value, None)
 
         def _sample_n(self, key, n: int) -> Array:
             return self._fns[1](self.params, key, (n,))
@@ -125,7 +112,7 @@ def _distribution_class():
 
 
 def _base_to_distrax(flow: Flow, params: Params):
-    distrax = _distrax()
+    distrax = load_distrax()
     name = (flow.config or {}).get("kwargs", {}).get("base")
     base_params = params["base"]
     dim = flow.dim
@@ -156,7 +143,7 @@ def to_distrax(obj, params: Params, *, context: Optional[Array] = None):
         if not isinstance(params, dict) or set(params) != {"bijector", "base"}:
             raise ValueError("params must be the flow's params {'bijector': ..., 'base': ...} "
                              "(from flow.init or training)")
-        distrax = _distrax()
+        distrax = load_distrax()
         bij = _bijector_class()(obj.bijector, params["bijector"], context)
         return distrax.Transformed(_base_to_distrax(obj, params), bij)
     if isinstance(obj, Bijector):
@@ -164,46 +151,3 @@ def to_distrax(obj, params: Params, *, context: Optional[Array] = None):
             context = jnp.asarray(context)
         return _bijector_class()(obj, params, context)
     raise TypeError(f"to_distrax takes a jaxflows Bijector or Flow, got {type(obj).__name__}")
-
-
-def distrax_base(dist, dim: Optional[int] = None) -> Distribution:
-    """A ``jaxflows.Distribution`` that evaluates and samples a distrax distribution.
-
-    ``dist`` must describe one event of shape ``(dim,)``: either
-    ``event_shape == (dim,)`` and ``batch_shape == ()`` (e.g.
-    ``distrax.MultivariateNormalDiag``), or a scalar distribution with
-    ``batch_shape == (dim,)`` (e.g. ``distrax.Normal(zeros(d), ones(d))``),
-    which is wrapped in ``distrax.Independent(dist, 1)``.
-
-    The distrax distribution's parameters are constants of the returned base
-    (``init`` returns ``{}``); to learn a base, use a jaxflows base such as
-    ``"diag_normal"``.  ``log_prob(params, x: (dim,)) -> ()`` and
-    ``sample(params, key, sample_shape) -> sample_shape + (dim,)``.
-    """
-    if not is_distrax_distribution(dist):
-        raise TypeError(f"dist must be a distrax.Distribution, got {type(dist).__name__}")
-    distrax = _distrax()
-    if dist.event_shape == () and len(dist.batch_shape) == 1:
-        dist = distrax.Independent(dist, reinterpreted_batch_ndims=1)
-    if len(dist.event_shape) != 1 or dist.batch_shape != ():
-        raise ValueError(
-            "dist must have event_shape (dim,) and batch_shape (), or be scalar with batch_shape "
-            f"(dim,); got event_shape {dist.event_shape} and batch_shape {dist.batch_shape}"
-        )
-    event_dim = int(dist.event_shape[0])
-    if dim is not None and dim != event_dim:
-        raise ValueError(f"dist has event_shape ({event_dim},), expected dim={dim}")
-
-    def init(key):
-        del key
-        return {}
-
-    def log_prob(params, x):
-        return dist.log_prob(x)
-
-    def sample(params, key, sample_shape=()):
-        if isinstance(sample_shape, int):
-            sample_shape = (sample_shape,)
-        return dist.sample(seed=key, sample_shape=tuple(sample_shape))
-
-    return Distribution(init, log_prob, sample, event_dim)
