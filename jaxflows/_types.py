@@ -14,7 +14,6 @@ import jax
 Array = jax.Array
 PRNGKey = jax.Array
 Params = Any  # a pytree (nested dicts / tuples) of floating-point arrays
-Context = Optional[Array]
 
 
 class Bijector(NamedTuple):
@@ -27,8 +26,8 @@ class Bijector(NamedTuple):
     the map they compute, a scalar ``()``:
 
     - ``params = init(key)``
-    - ``y, log_det_fwd = forward(params, x, context=None)``
-    - ``x, log_det_inv = inverse(params, y, context=None)`` with
+    - ``x, log_det_fwd = forward(params, z, context=None)``
+    - ``z, log_det_inv = inverse(params, x, context=None)`` with
       ``log_det_inv == -log_det_fwd`` at corresponding points.
 
     ``context`` is ``None`` or one context vector ``(context_dim,)``.

@@ -22,9 +22,10 @@ but must never be moved by the optimiser.  So:
    zero) and every other part of the package (``chain``, ``stack``, flows,
    ``log_prob``, ``sample``, checkpoints) treats it like any other layer.
 2. **The state is kept apart from what the optimiser sees.**
-   :func:`split_state` partitions any params pytree into ``(trainable, state)``
-   -- ``state`` holds exactly the leaves named in :data:`STATE_KEYS`, ``None``
-   elsewhere; ``trainable`` the rest, ``None`` at the state leaves -- and
+   :func:`split_state` (from :mod:`jaxflows.state`, re-exported here)
+   partitions any params pytree into ``(trainable, state)`` -- ``state``
+   holds exactly the leaves named in :data:`STATE_KEYS`, ``None`` elsewhere;
+   ``trainable`` the rest, ``None`` at the state leaves -- and
    :func:`merge_state` puts them back together.  The optimiser is built and
    stepped on ``trainable`` only (optax ignores ``None`` subtrees).
 3. **Training mode is a batch-level pure function** that returns the new
@@ -60,22 +61,20 @@ eval-mode layer is exactly the identity.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_batch, check_context, check_event
+from .._checks import check_batch, check_dim, checked_bijector
 from .._types import Bijector
-from .combinators import chain, stack
-
-STATE_KEYS = ("running_mean", "running_var")
+from ..state import STATE_KEYS, has_state, merge_state, split_state  # noqa: F401 - re-exported
+from .combinators import chain, layers, stack
 
 
 def _check_config(dim, eps, momentum):
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    check_dim(dim)
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
     if not 0.0 <= momentum < 1.0:
@@ -109,14 +108,10 @@ def batch_norm(dim: int, *, eps: float = 1e-5) -> Bijector:
         return (jax.lax.stop_gradient(params["running_mean"]),
                 jax.lax.stop_gradient(params["running_var"]))
 
-    def inverse(params, x, context=None):
-        x = check_event(x, dim, "y")
-        check_context(context, None)
+    def inverse(params, x, context):
         return _normalise(params, x, *_stats(params), eps)
 
-    def forward(params, z, context=None):
-        z = check_event(z, dim)
-        check_context(context, None)
+    def forward(params, z, context):
         mean, var = _stats(params)
         dt = z.dtype
         log_scale = params["log_scale"].astype(dt)
@@ -124,7 +119,7 @@ def batch_norm(dim: int, *, eps: float = 1e-5) -> Bijector:
         x = (z - params["shift"].astype(dt)) * jnp.exp(-log_scale) * jnp.sqrt(var) + mean.astype(dt)
         return x, -jnp.sum(log_scale - 0.5 * jnp.log(var))
 
-    return Bijector(init, forward, inverse)
+    return checked_bijector("batch_norm", dim, init, forward, inverse)
 
 
 def batch_norm_train(params, x, *, momentum: float = 0.9, eps: float = 1e-5):
@@ -148,31 +143,6 @@ def batch_norm_train(params, x, *, momentum: float = 0.9, eps: float = 1e-5):
         old = params[name]
         new[name] = jax.lax.stop_gradient(momentum * old + (1.0 - momentum) * batch.astype(old.dtype))
     return z, log_det, new
-
-
-def _is_state_path(path) -> bool:
-    last = path[-1] if path else None
-    return isinstance(last, jax.tree_util.DictKey) and last.key in STATE_KEYS
-
-
-def split_state(params) -> Tuple[object, object]:
-    """``(trainable, state)``: the same tree twice, with ``None`` in place of the
-    state leaves (``STATE_KEYS``) in ``trainable`` and of every other leaf in
-    ``state``.  Give the optimiser ``trainable`` only."""
-    trainable = jax.tree_util.tree_map_with_path(lambda p, a: None if _is_state_path(p) else a, params)
-    state = jax.tree_util.tree_map_with_path(lambda p, a: a if _is_state_path(p) else None, params)
-    return trainable, state
-
-
-def merge_state(trainable, state):
-    """Inverse of :func:`split_state`."""
-    return jax.tree_util.tree_map(lambda a, b: b if a is None else a, trainable, state,
-                                  is_leaf=lambda v: v is None)
-
-
-def has_state(params) -> bool:
-    """Whether ``params`` holds any batch-norm running statistics."""
-    return any(_is_state_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
 
 
 def _drop_context(b: Bijector) -> Bijector:
@@ -206,25 +176,13 @@ def stack_with_batch_norm(
     """
     _check_config(dim, eps, momentum)
     bn = _drop_context(batch_norm(dim, eps=eps))
-    if per_layer is None:
-        if not isinstance(layer, Bijector):
-            raise TypeError("stack_with_batch_norm: layer must be a Bijector (or pass per_layer=...)")
-        make = lambda _: layer  # noqa: E731
-        xs = jnp.zeros((n,))
-        bijector = stack(chain(bn, layer), n)
-    else:
-        per_layer = np.asarray(per_layer)
-        make = layer
-        xs = per_layer
-        bijector = stack(lambda d: chain(bn, layer(d)), n, per_layer=per_layer)
+    inner = layers(layer, n, per_layer=per_layer, who="stack_with_batch_norm")
+    bijector = stack(lambda d: chain(bn, inner.make(d)), n, per_layer=inner.per_layer)
 
     def train_inverse(params, x, context=None):
-        bn_params, layer_params = params
-
-        def body(carry, inputs):
+        def body(carry, lay, p):
             h, total = carry
-            bp, lp, data = inputs
-            lay = make(data)
+            bp, lp = p
             if context is None:
                 h, ld_layer = jax.vmap(lambda hi: lay.inverse(lp, hi, None))(h)
             else:
@@ -232,9 +190,7 @@ def stack_with_batch_norm(
             h, ld_bn, new_bp = batch_norm_train(bp, h, momentum=momentum, eps=eps)
             return (h, total + ld_layer + ld_bn), new_bp
 
-        (z, total), new_bn = jax.lax.scan(
-            body, (x, jnp.zeros(x.shape[:1], x.dtype)), (bn_params, layer_params, xs), reverse=True
-        )
-        return z, total, (new_bn, layer_params)
+        (z, total), new_bn = inner.scan(body, (x, jnp.zeros(x.shape[:1], x.dtype)), params, reverse=True)
+        return z, total, (new_bn, params[1])
 
     return bijector, train_inverse

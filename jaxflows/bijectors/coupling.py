@@ -4,15 +4,15 @@
 coordinates with ``mask == 1`` condition, the others are transformed
 element-wise by any :class:`~jaxflows.Transformer`::
 
-    theta = NN(x * mask, context)                       (dim, P)
-    forward:  y_i = x_i                        if mask_i
-              y_i = tau(x_i; theta_i)          otherwise
-    inverse:  x_i = tau^-1(y_i; theta_i)       (theta from y * mask = x * mask)
-    log_det_fwd = sum_{i: not mask_i} log|tau'(x_i; theta_i)|,  log_det_inv = -log_det_fwd
+    theta = NN(z * mask, context)                       (dim, P)
+    forward:  x_i = z_i                        if mask_i
+              x_i = tau(z_i; theta_i)          otherwise
+    inverse:  z_i = tau^-1(x_i; theta_i)       (theta from x * mask = z * mask)
+    log_det_fwd = sum_{i: not mask_i} log|tau'(z_i; theta_i)|,  log_det_inv = -log_det_fwd
 
 Both directions are one parallel network pass (the Jacobian is block
 triangular: the conditioning block is the identity).  The conditioner reads
-the *masked full vector* ``x * mask`` (distrax's ``MaskedCoupling`` layout)
+the *masked full vector* ``z * mask`` (equal to ``x * mask``; distrax's ``MaskedCoupling`` layout)
 and emits parameters for every coordinate; the unused ones are discarded.  By
 default it is the plain MLP of :func:`jaxflows.nn.mlp_init`; ``conditioner=``
 takes any network (a :class:`jaxflows.conditioners.Conditioner`, e.g. a
@@ -33,7 +33,7 @@ from typing import Callable, Optional, Sequence, Union
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_context, check_event
+from .._checks import check_dim, checked_bijector, relabel
 from .._types import Bijector, Transformer
 from ..conditioners import bind, mlp
 from .elementwise import affine
@@ -82,12 +82,11 @@ def coupling(
     and ``activation`` (default ``"relu"``), or ``conditioner``, any
     :class:`~jaxflows.conditioners.Conditioner` or ``flax.linen`` module
     (wrapped by :func:`jaxflows.nn.from_linen`), called as
-    ``apply(params, x * mask, context) -> (dim * transformer.num_params,)``.
+    ``apply(params, z * mask, context) -> (dim * transformer.num_params,)``.
     ``hidden`` and ``activation`` configure the built-in MLP only; give them
     together with ``conditioner`` and the layer refuses.
     """
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    dim = check_dim(dim)
     if context_dim is not None and context_dim < 1:
         raise ValueError(f"context_dim must be None or a positive integer, got {context_dim}")
     if isinstance(mask, (list, tuple, np.ndarray)):
@@ -105,52 +104,49 @@ def coupling(
     def init(key):
         return net.init(key, dim, dim * num_params, context_dim)
 
-    def _theta(params, x, context):
-        m = jnp.asarray(mask, x.dtype)
-        theta = net.apply(params, x * m, context)
+    def _theta(params, v, context):
+        m = jnp.asarray(mask, v.dtype)
+        theta = net.apply(params, v * m, context)
         if theta.shape != (dim * num_params,):
             raise ValueError(f"the coupling conditioner returned shape {tuple(theta.shape)} for one event; "
                              f"the layer needs ({dim * num_params},) (dim * transformer.num_params)")
-        return m, theta.reshape(dim, num_params).astype(x.dtype)
+        return m, theta.reshape(dim, num_params).astype(v.dtype)
 
-    def _apply(fn, params, x, context):
-        m, theta = _theta(params, x, context)
-        out, ld = fn(x, theta)
+    def _apply(fn, params, v, context):
+        m, theta = _theta(params, v, context)
+        out, ld = fn(v, theta)
         keep = m > 0
-        return jnp.where(keep, x, out), jnp.sum(jnp.where(keep, 0.0, ld))
+        return jnp.where(keep, v, out), jnp.sum(jnp.where(keep, 0.0, ld))
 
-    def forward(params, x, context=None):
-        x = check_event(x, dim)
-        context = check_context(context, context_dim)
-        return _apply(transformer.forward, params, x, context)
+    def forward(params, z, context):
+        return _apply(transformer.forward, params, z, context)
 
-    def inverse(params, y, context=None):
-        y = check_event(y, dim, "y")
-        context = check_context(context, context_dim)
-        return _apply(transformer.inverse, params, y, context)
+    def inverse(params, x, context):
+        return _apply(transformer.inverse, params, x, context)
 
-    return Bijector(init, forward, inverse)
+    return checked_bijector("coupling", dim, init, forward, inverse, context_dim=context_dim)
 
 
 def affine_coupling(dim: int, mask, *, min_scale: float = 1e-3, **kwargs) -> Bijector:
-    """RealNVP's affine coupling: ``y_i = mu_i(x_m) + sigma_i(x_m) * x_i`` off the mask.
+    """RealNVP's affine coupling: ``x_i = mu_i(z_m) + sigma_i(z_m) * z_i`` off the mask.
 
     - forward:  ``log_det = sum_{i not in mask} log sigma_i``
-    - inverse:  ``x_i = (y_i - mu_i) / sigma_i``, ``log_det = -sum log sigma_i``
+    - inverse:  ``z_i = (x_i - mu_i) / sigma_i``, ``log_det = -sum log sigma_i``
 
     ``sigma = softplus(s + c) + min_scale`` (see ``elementwise.affine``);
     keyword arguments go to :func:`coupling` (hidden, context_dim, activation,
     conditioner).
     """
-    return coupling(dim, affine(min_scale), mask, **kwargs)
+    return relabel(coupling(dim, affine(min_scale), mask, **kwargs), "affine_coupling")
 
 
 def spline_coupling(dim: int, mask, *, num_bins: int = 8, bound: float = 3.0, **kwargs) -> Bijector:
     """A neural-spline coupling layer (Durkan et al. 2019): off the mask,
-    ``y_i = tau(x_i; theta_i(x_m))`` with ``tau`` the rational-quadratic
+    ``x_i = tau(z_i; theta_i(z_m))`` with ``tau`` the rational-quadratic
     spline of ``num_bins`` bins on ``[-bound, bound]`` (identity outside).
 
     ``log_det = sum_{i not in mask} log tau'(x_i)``.  Keyword arguments go to
     :func:`coupling` (hidden, context_dim, activation, conditioner).
     """
-    return coupling(dim, rational_quadratic_spline(int(num_bins), float(bound)), mask, **kwargs)
+    return relabel(coupling(dim, rational_quadratic_spline(int(num_bins), float(bound)), mask, **kwargs),
+                   "spline_coupling")

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_context, check_event
+from .._checks import checked_bijector, relabel
 from .._types import Bijector, Transformer
 
 
@@ -50,36 +50,33 @@ def affine(min_scale: float = 1e-3) -> Transformer:
 
 
 def elementwise(transformer: Transformer, dim: int) -> Bijector:
-    """A learnable element-wise bijector: ``y_i = tau(x_i; theta_i)``.
+    """A learnable element-wise bijector: ``x_i = tau(z_i; theta_i)``.
 
     Params ``{"theta": (dim, P)}``, zero at init (the identity map).
-    ``log_det_fwd = sum_i log|tau'(x_i; theta_i)|``; ``inverse`` returns its
-    negative at the corresponding point.  Takes no context.
+    ``log_det_fwd = sum_i log|tau'(z_i; theta_i)|``; ``inverse`` applies
+    ``tau^-1`` and returns the negative at the corresponding point.  Takes no
+    context.
     """
 
     def init(key):
         del key
         return {"theta": jnp.zeros((dim, transformer.num_params))}
 
-    def forward(params, x, context=None):
-        x = check_event(x, dim)
-        check_context(context, None)
-        y, ld = transformer.forward(x, params["theta"])
-        return y, jnp.sum(ld)
-
-    def inverse(params, y, context=None):
-        y = check_event(y, dim, "y")
-        check_context(context, None)
-        x, ld = transformer.inverse(y, params["theta"])
+    def forward(params, z, context):
+        x, ld = transformer.forward(z, params["theta"])
         return x, jnp.sum(ld)
 
-    return Bijector(init, forward, inverse)
+    def inverse(params, x, context):
+        z, ld = transformer.inverse(x, params["theta"])
+        return z, jnp.sum(ld)
+
+    return checked_bijector("elementwise", dim, init, forward, inverse)
 
 
 def elementwise_affine(dim: int, min_scale: float = 1e-3) -> Bijector:
-    """Element-wise affine ``y = mu + sigma * x`` with learnable
+    """Element-wise affine ``x = mu + sigma * z`` with learnable
     ``theta = (mu, s)`` per dimension; see :func:`affine`."""
-    return elementwise(affine(min_scale), dim)
+    return relabel(elementwise(affine(min_scale), dim), "elementwise_affine")
 
 
 def logit(dim: int, *, alpha: float = 1e-6, scale: float = 1.0) -> Bijector:
@@ -89,9 +86,9 @@ def logit(dim: int, *, alpha: float = 1e-6, scale: float = 1.0) -> Bijector:
     pixels, ``1`` for data already in the unit interval); with
     ``s = alpha + (1 - 2 alpha) x / scale``:
 
-    - inverse (x -> y, density side): ``y = log s - log(1 - s)``,
+    - inverse (x -> z, density side): ``z = log s - log(1 - s)``,
       ``log_det_inv = sum_i [log(1 - 2 alpha) - log(scale) - log s_i - log(1 - s_i)]``
-    - forward (y -> x): ``x = scale * (sigmoid(y) - alpha) / (1 - 2 alpha)``,
+    - forward (z -> x): ``x = scale * (sigmoid(z) - alpha) / (1 - 2 alpha)``,
       ``log_det_fwd = -log_det_inv`` at the corresponding point.
 
     Put it last in a chain (``chain(flow_bijector, logit(dim, scale=256))``)
@@ -107,19 +104,15 @@ def logit(dim: int, *, alpha: float = 1e-6, scale: float = 1.0) -> Bijector:
         del key
         return {}
 
-    def inverse(params, x, context=None):
-        x = check_event(x, dim)
-        check_context(context, None)
+    def inverse(params, x, context):
         s = alpha + (1 - 2 * alpha) * x / scale
         log_s, log_1ms = jnp.log(s), jnp.log1p(-s)
         return log_s - log_1ms, jnp.sum(log_c - log_s - log_1ms)
 
-    def forward(params, y, context=None):
-        y = check_event(y, dim, "y")
-        check_context(context, None)
-        s = jax.nn.sigmoid(y)
-        # log s + log(1 - s) = -softplus(-y) - softplus(y), stable for any y
-        ld = jnp.sum(-jax.nn.softplus(-y) - jax.nn.softplus(y) - log_c)
+    def forward(params, z, context):
+        s = jax.nn.sigmoid(z)
+        # log s + log(1 - s) = -softplus(-z) - softplus(z), stable for any z
+        ld = jnp.sum(-jax.nn.softplus(-z) - jax.nn.softplus(z) - log_c)
         return scale * (s - alpha) / (1 - 2 * alpha), ld
 
-    return Bijector(init, forward, inverse)
+    return checked_bijector("logit", dim, init, forward, inverse)

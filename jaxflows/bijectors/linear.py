@@ -3,8 +3,8 @@
 LU linear (Kingma & Dhariwal 2018, Glow's "invertible 1x1 convolution")::
 
     W = P L U,   L = I + strict_lower(lower),   U = strict_upper(upper) + diag(exp(log_diag))
-    forward:  y = W x + bias                 log_det_fwd = sum(log_diag)
-    inverse:  x = U^-1 L^-1 P^T (y - bias)   log_det_inv = -sum(log_diag)
+    forward:  x = W z + bias                 log_det_fwd = sum(log_diag)
+    inverse:  z = U^-1 L^-1 P^T (x - bias)   log_det_inv = -sum(log_diag)
 
 ``P`` is a fixed permutation (static, never a parameter; identity by default).
 The determinant costs ``O(dim)`` and the inverse two triangular solves.
@@ -32,18 +32,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_batch, check_context, check_event
+from .._checks import check_batch, check_dim, checked_bijector
 from .._types import Bijector
 
 
 def lu_linear(dim: int, *, permutation_seed: Optional[int] = None) -> Bijector:
-    """LU-parameterised invertible linear map ``y = P L U x + bias`` (module docstring).
+    """LU-parameterised invertible linear map ``x = P L U z + bias`` (module docstring).
 
     ``permutation_seed=None`` uses ``P = I``; an integer draws a fixed ``P``
     from ``numpy.random.default_rng(seed)``.  Takes no context.
     """
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    dim = check_dim(dim)
     perm = np.arange(dim) if permutation_seed is None else np.random.default_rng(permutation_seed).permutation(dim)
     perm = perm.astype(np.int32)
     inv_perm = np.argsort(perm).astype(np.int32)
@@ -60,23 +59,19 @@ def lu_linear(dim: int, *, permutation_seed: Optional[int] = None) -> Bijector:
         upper = jnp.where(strict_upper, params["upper"], 0.0) + jnp.diag(jnp.exp(params["log_diag"]))
         return lower.astype(dtype), upper.astype(dtype)
 
-    def forward(params, x, context=None):
-        x = check_event(x, dim)
-        check_context(context, None)
+    def forward(params, z, context):
+        lower, upper = _factors(params, z.dtype)
+        x = (lower @ (upper @ z))[perm] + params["bias"].astype(z.dtype)  # P v = v[perm]
+        return x, jnp.sum(params["log_diag"]).astype(z.dtype)
+
+    def inverse(params, x, context):
         lower, upper = _factors(params, x.dtype)
-        y = (lower @ (upper @ x))[perm] + params["bias"].astype(x.dtype)  # P v = v[perm]
-        return y, jnp.sum(params["log_diag"]).astype(x.dtype)
-
-    def inverse(params, y, context=None):
-        y = check_event(y, dim, "y")
-        check_context(context, None)
-        lower, upper = _factors(params, y.dtype)
-        v = (y - params["bias"].astype(y.dtype))[inv_perm]
+        v = (x - params["bias"].astype(x.dtype))[inv_perm]
         v = jax.scipy.linalg.solve_triangular(lower, v, lower=True, unit_diagonal=True)
-        x = jax.scipy.linalg.solve_triangular(upper, v, lower=False)
-        return x, -jnp.sum(params["log_diag"]).astype(y.dtype)
+        z = jax.scipy.linalg.solve_triangular(upper, v, lower=False)
+        return z, -jnp.sum(params["log_diag"]).astype(x.dtype)
 
-    return Bijector(init, forward, inverse)
+    return checked_bijector("lu_linear", dim, init, forward, inverse)
 
 
 def act_norm(dim: int) -> Bijector:
@@ -85,26 +80,21 @@ def act_norm(dim: int) -> Bijector:
     Params ``{"shift": (dim,), "log_scale": (dim,)}``, zero at init (the
     identity) until :func:`actnorm_init_from_data` sets them.  Takes no context.
     """
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    dim = check_dim(dim)
 
     def init(key):
         del key
         return {"shift": jnp.zeros((dim,)), "log_scale": jnp.zeros((dim,))}
 
-    def forward(params, z, context=None):
-        z = check_event(z, dim)
-        check_context(context, None)
+    def forward(params, z, context):
         log_scale = params["log_scale"].astype(z.dtype)
         return params["shift"].astype(z.dtype) + jnp.exp(log_scale) * z, jnp.sum(log_scale)
 
-    def inverse(params, x, context=None):
-        x = check_event(x, dim, "y")
-        check_context(context, None)
+    def inverse(params, x, context):
         log_scale = params["log_scale"].astype(x.dtype)
         return (x - params["shift"].astype(x.dtype)) * jnp.exp(-log_scale), -jnp.sum(log_scale)
 
-    return Bijector(init, forward, inverse)
+    return checked_bijector("act_norm", dim, init, forward, inverse)
 
 
 def actnorm_init_from_data(params, x, *, eps: float = 1e-6):
@@ -123,6 +113,3 @@ def actnorm_init_from_data(params, x, *, eps: float = 1e-6):
     dtype = params["shift"].dtype
     return {"shift": jnp.mean(x, axis=0).astype(dtype),
             "log_scale": jnp.log(jnp.std(x, axis=0) + eps).astype(dtype)}
-
-
-init_from_data = actnorm_init_from_data

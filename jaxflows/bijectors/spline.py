@@ -67,8 +67,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxflows._checks import as_float_array, check_context, check_event
-from jaxflows._types import Array, Bijector, PRNGKey, Transformer
+from .._checks import as_float_array, relabel
+from .._types import Array, Bijector, Transformer
+from .elementwise import elementwise
 
 __all__ = [
     "rational_quadratic_spline",
@@ -303,38 +304,20 @@ def elementwise_spline(
     min_bin_height: float = 1e-3,
     min_derivative: float = 1e-3,
 ) -> Bijector:
-    """An unconditional bijector applying one learnable spline per dimension.
+    """An unconditional bijector applying one learnable spline per dimension:
+    ``elementwise(rational_quadratic_spline(num_bins, bound, ...), dim)``.
 
     ``params = {"theta": (dim, 3 * num_bins - 1)}``, initialised to zeros (the
-    identity; the key is unused).  ``forward(params, x)`` maps one event
-    ``x: (dim,)`` by ``y_i = tau(x_i; theta_i)`` and returns ``sum_i log|dy_i/dx_i|``;
-    ``inverse`` applies ``tau^{-1}`` and returns ``sum_i log|dx_i/dy_i|``.
+    identity; the key is unused).  ``forward(params, z)`` maps one event
+    ``z: (dim,)`` by ``x_i = tau(z_i; theta_i)`` and returns ``sum_i log|dx_i/dz_i|``;
+    ``inverse`` applies ``tau^{-1}`` and returns ``sum_i log|dz_i/dx_i|``.
     ``context`` must be ``None``.
     """
-    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
-        raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
     spline = rational_quadratic_spline(
         num_bins, bound, min_bin_width=min_bin_width, min_bin_height=min_bin_height,
         min_derivative=min_derivative,
     )
-
-    def init(key: PRNGKey) -> Dict[str, Array]:
-        del key
-        return {"theta": jnp.zeros((dim, spline.num_params))}
-
-    def _apply(fn, params, x, context):
-        check_context(context, None)
-        x = check_event(x, dim)
-        y, ld = fn(x, params["theta"])
-        return y, jnp.sum(ld)
-
-    def forward(params, x, context=None):
-        return _apply(spline.forward, params, x, context)
-
-    def inverse(params, y, context=None):
-        return _apply(spline.inverse, params, y, context)
-
-    return Bijector(init=init, forward=forward, inverse=inverse)
+    return relabel(elementwise(spline, dim), "elementwise_spline")
 
 
 def to_distrax_kwargs(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_context, check_event
+from .._checks import checked_bijector
 from .._types import Bijector
 
 
@@ -35,7 +35,7 @@ def check_affine_constants(shift, scale, dim=None):
         raise ValueError("shift and scale must be finite")
     bad = np.flatnonzero(~(scale > 0))
     if bad.size:
-        raise ValueError(f"scale must be positive in every column, got {scale[bad[0]]!r} in "
+        raise ValueError(f"scale must be positive in every column, got {float(scale[bad[0]])!r} in "
                          f"column {bad[0]}")
     return shift, scale
 
@@ -62,16 +62,12 @@ def fixed_affine(shift, scale) -> Bijector:
         del key
         return {}
 
-    def forward(params, z, context=None):
-        z = check_event(z, dim, "z")
-        check_context(context, None)
+    def forward(params, z, context):
         x = z * scale.astype(z.dtype) + shift.astype(z.dtype)
         return x, jnp.asarray(log_scale_sum, z.dtype)
 
-    def inverse(params, x, context=None):
-        x = check_event(x, dim)
-        check_context(context, None)
+    def inverse(params, x, context):
         z = (x - shift.astype(x.dtype)) / scale.astype(x.dtype)
         return z, jnp.asarray(-log_scale_sum, x.dtype)
 
-    return Bijector(init, forward, inverse)
+    return checked_bijector("fixed_affine", dim, init, forward, inverse)
