@@ -61,6 +61,16 @@ def half_mask(dim: int, parity: int = 0) -> np.ndarray:
     return first if parity % 2 == 0 else ~first
 
 
+def _network(conditioner, hidden, activation):
+    """The coupling network: ``conditioner``, or the built-in MLP with ``hidden`` and ``activation``."""
+    if conditioner is None:
+        return mlp((64, 64) if hidden is None else hidden, "relu" if activation is None else activation)
+    if hidden is not None or activation is not None:
+        raise ValueError("hidden= and activation= configure the built-in MLP; with conditioner= "
+                         "set them on your network instead")
+    return conditioner
+
+
 def coupling(
     dim: int,
     transformer: Transformer,
@@ -92,14 +102,7 @@ def coupling(
     if isinstance(mask, (list, tuple, np.ndarray)):
         mask = check_mask(mask, dim)
     num_params = transformer.num_params
-    if conditioner is None:
-        net = mlp((64, 64) if hidden is None else hidden, "relu" if activation is None else activation)
-    else:
-        if hidden is not None or activation is not None:
-            raise ValueError("hidden= and activation= configure the built-in MLP; with conditioner= "
-                             "set them on your network instead")
-        net = conditioner
-    net = bind(net, dim, dim * num_params, context_dim)
+    net = bind(_network(conditioner, hidden, activation), dim, dim * num_params, context_dim)
 
     def init(key):
         return net.init(key, dim, dim * num_params, context_dim)

@@ -229,6 +229,29 @@ def _check_inputs(u: Array, theta: Array, num_params: int, name: str):
     return u.astype(dtype), theta.astype(dtype)
 
 
+def _segment_forward(u: Array, x: Array, y: Array, d: Array) -> Tuple[Array, Array]:
+    """``(v, log dv/du)`` for ``u`` inside ``[-B, B]``, in its bin (module docstring)."""
+    x_lo, x_hi, y_lo, y_hi, d_lo, d_hi = _bin_params(u, x, x, y, d)
+    w, h = x_hi - x_lo, y_hi - y_lo
+    s = h / w
+    lower, z, d_a, d_b = _nearest_end(u - x_lo, x_hi - u, d_lo, d_hi)
+    z = _clamp01(z / w)
+    z1mz = z * (1.0 - z)
+    step = h * (s * z * z + d_a * z1mz) / (s + (d_a + d_b - 2.0 * s) * z1mz)
+    return jnp.where(lower, y_lo + step, y_hi - step), _log_slope(z, s, d_a, d_b)
+
+
+def _segment_inverse(v: Array, x: Array, y: Array, d: Array) -> Tuple[Array, Array]:
+    """``(u, log du/dv)`` for ``v`` inside ``[-B, B]``: the root of the bin's quadratic."""
+    x_lo, x_hi, y_lo, y_hi, d_lo, d_hi = _bin_params(v, y, x, y, d)
+    w, h = x_hi - x_lo, y_hi - y_lo
+    s = h / w
+    lower, t, d_a, d_b = _nearest_end(v - y_lo, y_hi - v, d_lo, d_hi)
+    t = _clamp01(t / h)
+    z = _clamp01(_quadratic_root(t, s, d_a, d_b))
+    return jnp.where(lower, x_lo + w * z, x_hi - w * z), -_log_slope(z, s, d_a, d_b)
+
+
 def rational_quadratic_spline(
     num_bins: int = 8,
     bound: float = 3.0,
@@ -262,15 +285,7 @@ def rational_quadratic_spline(
         x, y, d = spline_knots(theta, bound, **knots)
         inside = (u >= -bound) & (u <= bound)
         uc = jnp.where(inside, u, 0.0)  # the spline branch never sees out-of-range values
-        x_lo, x_hi, y_lo, y_hi, d_lo, d_hi = _bin_params(uc, x, x, y, d)
-        w, h = x_hi - x_lo, y_hi - y_lo
-        s = h / w
-        lower, z, d_a, d_b = _nearest_end(uc - x_lo, x_hi - uc, d_lo, d_hi)
-        z = _clamp01(z / w)
-        z1mz = z * (1.0 - z)
-        step = h * (s * z * z + d_a * z1mz) / (s + (d_a + d_b - 2.0 * s) * z1mz)
-        v_in = jnp.where(lower, y_lo + step, y_hi - step)
-        ld_in = _log_slope(z, s, d_a, d_b)
+        v_in, ld_in = _segment_forward(uc, x, y, d)
         v = jnp.where(inside, v_in, u)
         ld = jnp.where(inside, ld_in, jnp.zeros_like(ld_in))
         return v, ld
@@ -280,14 +295,7 @@ def rational_quadratic_spline(
         x, y, d = spline_knots(theta, bound, **knots)
         inside = (v >= -bound) & (v <= bound)
         vc = jnp.where(inside, v, 0.0)
-        x_lo, x_hi, y_lo, y_hi, d_lo, d_hi = _bin_params(vc, y, x, y, d)
-        w, h = x_hi - x_lo, y_hi - y_lo
-        s = h / w
-        lower, t, d_a, d_b = _nearest_end(vc - y_lo, y_hi - vc, d_lo, d_hi)
-        t = _clamp01(t / h)
-        z = _clamp01(_quadratic_root(t, s, d_a, d_b))
-        u_in = jnp.where(lower, x_lo + w * z, x_hi - w * z)
-        ld_in = -_log_slope(z, s, d_a, d_b)
+        u_in, ld_in = _segment_inverse(vc, x, y, d)
         u = jnp.where(inside, u_in, v)
         ld = jnp.where(inside, ld_in, jnp.zeros_like(ld_in))
         return u, ld
