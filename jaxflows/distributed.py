@@ -59,7 +59,8 @@ DATA_AXIS = "data"
 
 def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
                process_id: Optional[int] = None) -> None:
-    """Start JAX's multi-process runtime (call once, before any other JAX work).
+    """Start JAX's multi-process runtime (before any other JAX work; a second call
+    in a process that already joined with the same settings does nothing).
 
     Args:
       coordinator: ``"HOST:PORT"`` of process 0's coordination service (the
@@ -89,6 +90,12 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
         if process_id < 0 or (num_processes is not None and process_id >= num_processes):
             top = "num_processes - 1" if num_processes is None else str(num_processes - 1)
             raise ValueError(f"process_id must be in 0 ... {top}, got {process_id}")
+    if jax.distributed.is_initialized():  # already joined (a second fit in this process)
+        now = (jax.process_count(), jax.process_index())
+        if (num_processes not in (None, now[0])) or (process_id not in (None, now[1])):
+            raise ValueError(f"this process already runs as process {now[1]} of {now[0]}; it "
+                             f"cannot rejoin as process {process_id} of {num_processes}")
+        return
     try:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except Exception:  # noqa: BLE001 - an option this jax does not know: its own default
@@ -288,14 +295,11 @@ def take_rows(a: jax.Array, idx) -> jax.Array:
     """Rows ``idx`` of an array spread over several processes, gathered on the
     devices (the same ``idx`` on every process); the result is split over the
     same mesh's ``"data"`` axis when its length allows, else replicated."""
-    idx = np.asarray(idx)
-    sharding = a.sharding
-    kw = {}
+    idx, sharding, out = np.asarray(idx), a.sharding, None
     if isinstance(sharding, jax.sharding.NamedSharding) and DATA_AXIS in sharding.mesh.axis_names:
         if idx.shape[0] % int(sharding.mesh.shape[DATA_AXIS]) == 0:
-            kw["out_shardings"] = jax.sharding.NamedSharding(
-                sharding.mesh, jax.sharding.PartitionSpec(DATA_AXIS))
-    return _take_jit(**kw)(a, idx)
+            out = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(DATA_AXIS))
+    return _take_fn(out)(a, idx)
 
 
 @functools.lru_cache(maxsize=8)
@@ -304,14 +308,10 @@ def _take_fn(out_shardings):
     return jax.jit(lambda a, i: a[i], **kw)
 
 
-def _take_jit(out_shardings=None):
-    return _take_fn(out_shardings)
-
-
 def lock_directory(stack: contextlib.ExitStack, directory: str, what: str) -> None:
     """Take ``directory``'s lock (:func:`jaxflows.checkpoint.directory_lock`) in
     process 0 only, and have every process fail if it could not be taken."""
-    from .checkpoint import DirectoryLocked, directory_lock
+    from .files import DirectoryLocked, directory_lock
     if jax.process_count() == 1:
         stack.enter_context(directory_lock(directory, what))
         return
@@ -360,10 +360,7 @@ def agree_on_resume(state_path: str, epoch: Optional[int], error: Optional[BaseE
                          f"(epochs {epochs}): checkpoint_dir must be one directory on a "
                          "filesystem that every process sees")
 
-
-# --------------------------------------------------------------------------
-# The command line: ``jaxflows fit --coordinator HOST:PORT --num-processes N --process-id I``
-# --------------------------------------------------------------------------
+# ---- the command line: jaxflows fit --coordinator HOST:PORT --num-processes N --process-id I
 
 _ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 

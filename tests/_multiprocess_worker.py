@@ -8,9 +8,11 @@ process, gloo collectives) and fits the same small MAF three ways on a mesh over
 all processes' devices: (a) every process passes the same full data; (b) each
 process passes only its own half of the rows (``jaxflows.distributed``); (c) as
 (b) but stopped after one epoch with a checkpoint and resumed to the end; (d) a
-resume with other rows on process 1, which every process must refuse.
-``ref``: one process with four CPU devices runs (a) and the single-process
-equivalent of (b): the same fit on the concatenation of the processes' rows.
+resume with other rows on process 1, which every process must refuse; (e) the
+command line, ``jaxflows fit`` with ``--coordinator/--num-processes/--process-id``.
+``ref``: one process with four CPU devices runs (a), the single-process
+equivalent of (b) (the same fit on the concatenation of the processes' rows) and
+(e) without the flags.
 Each writes its final params and histories as JSON.
 """
 
@@ -91,6 +93,21 @@ if MODE == "dist":
         out["d"] = "resumed"
     except ValueError as err:
         out["d"] = str(err)
+
+# (e) the command line, `jaxflows fit` with the multi-process flags (process 0 writes OUT)
+from jaxflows import checkpoint, cli  # noqa: E402
+
+data_file = os.path.join(os.path.dirname(OUT), f"rows{PID}.npy")
+np.save(data_file, x)
+run_dir = os.path.join(os.path.dirname(OUT), "cli-" + MODE)
+argv = ["fit", data_file, "--layers", "1", "--hidden", "8", "--epochs", "2", "--batch-size",
+        "16", "--out", run_dir, "--no-plot", "--no-progress"]
+if MODE == "dist":
+    argv += ["--coordinator", f"127.0.0.1:{PORT}", "--num-processes", "2", "--process-id",
+             str(PID)]
+out["e_status"] = cli.main(argv)
+if PID == 0:
+    out["e"] = flat(checkpoint.load(os.path.join(run_dir, "model.ckpt")).params)
 
 with open(OUT, "w") as f:
     json.dump(out, f)

@@ -13,11 +13,14 @@ fixed when JAX starts. Checked:
     permutation of the global row order, gathered across processes on device);
 (c) the fit of (b), checkpointed by process 0 after one epoch and resumed by
     both processes, ends where the uninterrupted run does;
-(d) a resume where one process passes other rows is refused by every process.
+(d) a resume where one process passes other rows is refused by every process;
+(e) ``jaxflows fit`` with ``--coordinator/--num-processes/--process-id`` on both
+    processes writes (from process 0) the model the one-process command writes.
 """
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -111,6 +114,13 @@ def test_two_processes_match_one_process(tmp_path):
         assert _max_diff(out["c"]["val_loss"], ref["b"]["val_loss"]) < TOL
         # (d) process 1 passes other rows: both refuse to resume, naming the data
         assert "different run" in out["d"] and "data contents" in out["d"], out["d"]
+    # (e) `jaxflows fit --coordinator ... --num-processes 2 --process-id I`: process 0 wrote
+    # the model, equal to the one-process command's
+    assert p0["e_status"] == p1["e_status"] == ref["e_status"] == 0
+    assert "e" not in p1  # only process 0 prints and writes
+    assert "fitting maf" in (tmp_path / "log0.txt").read_text()
+    assert "fitting maf" not in (tmp_path / "log1.txt").read_text()
+    assert _max_diff(p0["e"], ref["e"]) < TOL
     # the comparisons mean something: training moved the params, and the two data
     # layouts (a) and (b) train on different rows
     assert _max_diff(ref["a"]["params"], ref["b"]["params"]) > 1e-2
@@ -163,3 +173,15 @@ def test_initialize_reads_bad_environment_with_a_clear_error(monkeypatch):
     monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
     with pytest.raises(ValueError, match="JAX_NUM_PROCESSES"):
         distributed.initialize("h:1")
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--coordinator", "nohost"], "HOST:PORT"),
+    (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], r"0 \.\.\. 1"),
+])
+def test_cli_refuses_bad_process_flags_before_starting(tmp_path, capsys, flags, match):
+    from jaxflows import cli
+    status = cli.main(["fit", "--out", str(tmp_path / "run"), *flags])
+    err = capsys.readouterr().err
+    assert status == 1 and re.search(match, err) and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
