@@ -108,8 +108,11 @@ def _differences(old, new, prefix: str = "") -> list:
 def _optimizer_hint(saved: dict, now: dict) -> str:
     """Why a default-Adam difference arises, and what to do about it."""
     rate = saved.get("optimizer", {}).get("default_adam_learning_rate")
-    if rate is None or rate == now.get("optimizer", {}).get("default_adam_learning_rate"):
+    now_rate = now.get("optimizer", {}).get("default_adam_learning_rate")
+    if rate == now_rate:
         return ""
+    if rate is None:
+        return " (the checkpoint's run passed its own optimizer=: pass the same one)"
     if rate == DEFAULT_LEARNING_RATE:
         return (" (the checkpoint's run used fit's default optimizer, optax.adam(1e-3): resume "
                 "without optimizer=)")

@@ -263,6 +263,26 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
         fit(flow, p0, x, num_epochs=1, resume=True, key=jax.random.PRNGKey(1))
 
 
+def test_resume_refuses_a_state_whose_default_adam_had_another_rate():
+    """A training state saved when fit still took learning_rate= (its fingerprint holds the
+    default Adam's rate): resuming it is refused, saying why and what to do instead."""
+    from jaxflows.resume import refuse_other_run
+
+    def fingerprint(**rate):
+        return {"optimizer": {**rate, "state_structure": "abc", "hyperparams": {}}}
+
+    saved = fingerprint(default_adam_learning_rate=0.5)
+    for now in (fingerprint(default_adam_learning_rate=1e-3), fingerprint()):
+        with pytest.raises(ValueError, match=r"default_adam_learning_rate: checkpoint 0\.5.*"
+                                             r"learning_rate=0\.5, an argument fit no longer "
+                                             r"takes.*optimizer=optax\.adam\(0\.5\)"):
+            refuse_other_run("s.ckpt", saved, now)
+    with pytest.raises(ValueError, match=r"run passed its own optimizer=: pass the same one"):
+        refuse_other_run("s.ckpt", fingerprint(), fingerprint(default_adam_learning_rate=1e-3))
+    refuse_other_run("s.ckpt", fingerprint(default_adam_learning_rate=1e-3),
+                     fingerprint(default_adam_learning_rate=1e-3))  # the default: resumes
+
+
 def test_batch_size_must_fit_the_mesh():
     mesh = jax.make_mesh((1,), ("batch",))
     flow = FLOW
