@@ -1,22 +1,20 @@
 """Every bijector in ``tests/registry.py`` through ``check_bijector``.
 
-float32 runs here, one test per registry entry.  float64 needs
-``jax_enable_x64``, a process-wide switch that must not leak into the other
-tests, so :func:`test_registry_float64` runs ``tests/conformance_x64.py`` (the
-same registry in float64; not collected on its own) in a fresh pytest process.
+float32: one test per registry entry and per whole-flow bijector.  float64: the
+same registry again, each entry inside ``with jax.enable_x64(True):``.  That
+context manager sets JAX's x64 flag for the current thread only and restores
+it on exit (jit caches are keyed on the flag, so nothing compiled in float64
+is reused in float32), so the float64 items run in the same pytest process as
+every other test without leaking into them; ``conftest.py`` fails any test
+that leaves the flag on.
 """
 
-import os
-import subprocess
-import sys
-
+import jax
 import jax.numpy as jnp
 import pytest
 
 from jaxflows.testing import check_bijector
 from registry import FLOW_REGISTRY, REGISTRY
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -31,20 +29,12 @@ def test_flow_bijectors_float32(name):
     check_bijector(bijector, dtype=jnp.float32, check_inputs=True, **kwargs)
 
 
-X64_SHARDS = 2
-
-
-@pytest.mark.parametrize("shard", range(X64_SHARDS))
-def test_registry_float64(shard):
-    """Each shard runs every X64_SHARDS-th registry entry, so pytest-xdist can spread them."""
-    names = sorted(REGISTRY)[shard::X64_SHARDS]
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-         os.path.join(HERE, "conformance_x64.py"), "-k", " or ".join(f"[{n}]" for n in names)],
-        cwd=os.path.dirname(HERE), capture_output=True, text=True, timeout=1200,
-    )
-    assert proc.returncode == 0, f"float64 conformance failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
-    assert f"{len(names)} passed" in proc.stdout, proc.stdout[-2000:]
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_registry_float64(name):
+    with jax.enable_x64(True):
+        bijector, kwargs = REGISTRY[name]()
+        check_bijector(bijector, dtype=jnp.float64, check_inputs=True, **kwargs)
+    assert not jax.config.jax_enable_x64
 
 
 def test_registry_names_every_public_bijector():
