@@ -27,6 +27,8 @@ Variants (``previous`` is the MAF as it was before these ablations):
   or two inputs scaled by ``1/sqrt(width)`` and half of them never activate).
 - ``flowjax_init``: flowjax's (equinox's) initialisation: weights and biases
   ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, output layer too (not zero).
+- ``new+flowjax_output`` / ``new+flowjax_hidden``: the new defaults with only
+  the output layer (resp. only the hidden layers) initialised as flowjax does.
 - ``bounded_input``: the conditioner reads ``5 tanh(x / 5)`` (finite samples by
   design, see ``jaxflows.nn.squash_inputs``).
 - ``new``: the combination chosen as the new default.
@@ -77,6 +79,10 @@ VARIANTS = {
                                       init="masked_fan_in", input_bound=5.0),
     "new+flowjax_init": dict(PREVIOUS, permutation="random", min_scale=1e-2, input_bound=5.0,
                              init="flowjax"),
+    "new+flowjax_output": dict(PREVIOUS, permutation="random", min_scale=1e-2, input_bound=5.0,
+                               init="flowjax_output"),
+    "new+flowjax_hidden": dict(PREVIOUS, permutation="random", min_scale=1e-2, input_bound=5.0,
+                               init="flowjax_hidden"),
     "new": "defaults",  # jf.maf with its current defaults
     "flowjax": None,
 }
@@ -130,13 +136,15 @@ def reinit(flow_params, hidden, dim, how, key):
             m = np.maximum((prev_deg[:, None] <= deg[None, :]).sum(0), 1)
             w = jax.random.normal(keys[2 * l], (num_layers, n_in, n_out)) / jnp.sqrt(m)
             b = layer["b"]
-        else:  # flowjax
+        elif how == "flowjax_output":  # only the output layer differs from the default init
+            w, b = layer["w"], layer["b"]
+        else:  # flowjax, flowjax_hidden
             lim = 1.0 / math.sqrt(n_in)
             w = jax.random.uniform(keys[2 * l], (num_layers, n_in, n_out), minval=-lim, maxval=lim)
             b = jax.random.uniform(keys[2 * l + 1], (num_layers, n_out), minval=-lim, maxval=lim)
         new_hidden.append(dict(layer, w=w, b=b))
         prev_deg = deg
-    if how == "flowjax":
+    if how in ("flowjax", "flowjax_output"):
         n_in, n_out = out["w"].shape[1:]
         lim = 1.0 / math.sqrt(n_in)
         out = dict(out,

@@ -45,6 +45,9 @@ __all__ = ["MadeConfig", "made_config", "made_init", "made_apply", "masks", "hid
            "hidden_min_degree", "input_degrees", "check_order", "squash_inputs"]
 
 
+INITS = ("normal", "uniform")
+
+
 class MadeConfig(NamedTuple):
     """Static description of a MADE network (no arrays that are learnt)."""
 
@@ -55,6 +58,7 @@ class MadeConfig(NamedTuple):
     residual: bool
     hidden_degrees: Tuple[np.ndarray, ...]  # one int array per hidden layer
     input_bound: Optional[float] = None  # soft clamp of the inputs (see squash_inputs)
+    init: str = "normal"  # hidden-layer initialisation, one of INITS (see made_init)
 
     @property
     def min_degree(self) -> int:
@@ -110,17 +114,20 @@ def made_config(
     context_dim: Optional[int] = None,
     residual: bool = False,
     input_bound: Optional[float] = None,
+    init: str = "normal",
 ) -> MadeConfig:
     hidden = tuple(int(h) for h in hidden)
     if dim < 1:
         raise ValueError(f"dim must be a positive integer, got {dim}")
     if input_bound is not None and not (np.isfinite(input_bound) and input_bound > 0):
         raise ValueError(f"input_bound must be None or a positive finite number, got {input_bound!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if residual and len(set(hidden)) > 1:
         raise ValueError(f"residual MADE needs equal hidden widths, got hidden={hidden}")
     degs = tuple(hidden_degrees(h, dim, context_dim) for h in hidden)
     return MadeConfig(dim, hidden, int(num_params), context_dim, bool(residual), degs,
-                      None if input_bound is None else float(input_bound))
+                      None if input_bound is None else float(input_bound), init)
 
 
 def squash_inputs(x: Array, bound: Optional[float]) -> Array:
@@ -151,23 +158,35 @@ def masks(cfg: MadeConfig, order) -> Tuple[Array, ...]:
 def made_init(key: PRNGKey, cfg: MadeConfig, dtype=None) -> Params:
     """Random hidden layers, zero output layer (so the flow layer starts at the identity).
 
-    Hidden weights are ``N(0, 1/fan_in)``; hidden biases are ``U(-1, 1)`` so the
-    ReLU kinks are spread over the range of standardised data.  With zero biases
-    every first-layer unit of a low-degree block is ``relu(w * x_1)``, all kinked
-    at 0, and training is markedly slower (two moons, 4-layer MAF, 60 epochs:
-    test NLL 1.44 with zero biases vs 1.29 with these).  Scaling each unit by its
-    *masked* fan-in instead was tried and did not fit better at convergence
-    (``benchmarks/maf_ablations.py``).
+    ``cfg.init`` chooses the hidden layers' distribution (``fan_in`` is the
+    layer's full input width):
+
+    - ``"uniform"``: weights and biases ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+      (the default of PyTorch's and equinox's ``Linear``, hence flowjax's).
+      On 63-dim image patches a MAF trained 0.6 nats further with it than with
+      ``"normal"`` at the same budget (``benchmarks/maf_ablations.py``, 3 seeds);
+      drawing the *output* layer from it too (the flow then no longer starts at
+      the identity) cost 0.5 nats instead.
+    - ``"normal"``: weights ``N(0, 1/fan_in)``, biases ``U(-1, 1)`` so the ReLU
+      kinks are spread over the range of standardised data (with zero biases
+      every first-layer unit of a low-degree block is ``relu(w * x_1)``, all
+      kinked at 0, and training is markedly slower).
+
+    Scaling each unit by its *masked* fan-in was also tried and did not fit
+    better at convergence.
     """
     dtype = dtype or jnp.zeros(()).dtype
     sizes = (cfg.dim,) + cfg.hidden
     keys = jax.random.split(key, 3 * len(cfg.hidden) + 1)
     hidden = []
     for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layer = {
-            "w": jax.random.normal(keys[3 * l], (n_in, n_out), dtype) / np.sqrt(n_in),
-            "b": jax.random.uniform(keys[3 * l + 2], (n_out,), dtype, -1.0, 1.0),
-        }
+        if cfg.init == "uniform":
+            lim = 1.0 / np.sqrt(n_in)
+            layer = {"w": jax.random.uniform(keys[3 * l], (n_in, n_out), dtype, -lim, lim),
+                     "b": jax.random.uniform(keys[3 * l + 2], (n_out,), dtype, -lim, lim)}
+        else:
+            layer = {"w": jax.random.normal(keys[3 * l], (n_in, n_out), dtype) / np.sqrt(n_in),
+                     "b": jax.random.uniform(keys[3 * l + 2], (n_out,), dtype, -1.0, 1.0)}
         if cfg.context_dim is not None:
             layer["c"] = jax.random.normal(keys[3 * l + 1], (cfg.context_dim, n_out), dtype) / np.sqrt(
                 cfg.context_dim

