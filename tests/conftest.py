@@ -20,3 +20,54 @@ def _x64_does_not_leak(request):
         jax.config.update("jax_enable_x64", False)
         pytest.fail(f"{request.node.nodeid} left jax_enable_x64 on: use `with jax.enable_x64(True):`",
                     pytrace=False)
+
+
+# --------------------------------------------------------------------------
+# --cpu-durations=N: the N tests that used the most CPU time (this process and the
+# subprocesses it waited for). Unlike --durations (wall time), it does not grow when
+# other programs share the machine, so two runs can be compared on a busy computer.
+# --------------------------------------------------------------------------
+
+def pytest_addoption(parser):
+    parser.addoption("--cpu-durations", type=int, default=None, metavar="N",
+                     help="show the N tests that used the most CPU seconds (0: all)")
+
+
+def _cpu_seconds():
+    import resource
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    item._cpu_start = _cpu_seconds()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if call.when == "teardown" and hasattr(item, "_cpu_start"):
+        # setup + call + teardown, so module fixtures count against the test that built them
+        outcome.get_result().user_properties.append(("cpu_s", _cpu_seconds() - item._cpu_start))
+
+
+_CPU_TIMES = {}
+
+
+def pytest_runtest_logreport(report):
+    for key, value in report.user_properties:
+        if key == "cpu_s" and report.when == "teardown":
+            _CPU_TIMES[report.nodeid] = value
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    n = config.getoption("--cpu-durations")
+    if n is None or not _CPU_TIMES:
+        return
+    rows = sorted(_CPU_TIMES.items(), key=lambda kv: -kv[1])
+    tr = terminalreporter
+    tr.write_sep("=", f"CPU seconds per test (setup + call + teardown), total {sum(_CPU_TIMES.values()):.0f} s")
+    for nodeid, secs in rows[:n or None]:
+        tr.write_line(f"{secs:8.2f}s  {nodeid}")
