@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+import optax
 
 import jaxflows
 from jaxflows import checkpoint, data
@@ -83,7 +84,7 @@ print("parameters:", sum(p.size for p in jax.tree_util.tree_leaves(params)))
 
 params, history = jaxflows.fit(flow, params, train, key=jax.random.key(2),
                                num_epochs=NUM_EPOCHS, batch_size=256,
-                               learning_rate=1e-3, progress=False)
+                               optimizer=optax.adam(1e-3), progress=False)
 print(f"{history['num_epochs_run']} epochs, best epoch {history['best_epoch']}")
 
 plt.figure(figsize=(5, 3))
