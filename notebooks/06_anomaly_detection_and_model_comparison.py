@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+import optax
 from sklearn.datasets import load_digits
 
 import jaxflows
@@ -87,8 +88,8 @@ def gaussian_log_prob(train_rows):
 def train_flow(flow, seed=0):
     params = flow.init(jax.random.key(seed))
     params, history = jaxflows.fit(flow, params, train, val_data=val, key=jax.random.key(seed + 1),
-                                   num_epochs=NUM_EPOCHS, batch_size=128, learning_rate=1e-3,
-                                   patience=15, progress=False)
+                                   num_epochs=NUM_EPOCHS, batch_size=128,
+                                   optimizer=optax.adam(1e-3), patience=15, progress=False)
     return jax.jit(lambda x: flow.log_prob(params, x)), history
 
 
