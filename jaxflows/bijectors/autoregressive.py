@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_context, check_event
+from .._checks import check_dim, checked_bijector, relabel
 from .._types import Bijector, Transformer
 from ..conditioners import bind, check_autoregressive, is_made
 from ..nn import check_order, made_apply, made_config, made_init, made_sequential
@@ -61,6 +61,7 @@ def autoregressive(
     method: Optional[str] = None,
     input_bound: Optional[float] = None,
     conditioner=None,
+    init: str = "normal",
 ) -> Bijector:
     """The autoregressive kernel (module docstring): parallel ``forward``,
     sequential ``inverse``.
@@ -81,9 +82,10 @@ def autoregressive(
     Both give the same values, log-dets and gradients (up to float rounding).
 
     The network is the built-in MADE with ``hidden`` sizes (default
-    ``(64, 64)``), ``activation`` (default ``"relu"``) and ``residual``, or
-    ``conditioner``: :func:`jaxflows.conditioners.made` (the same MADE) or
-    your own network, a :class:`~jaxflows.conditioners.Conditioner` or a
+    ``(64, 64)``), ``activation`` (default ``"relu"``), ``residual`` and ``init``
+    (its hidden-layer initialisation, ``"normal"`` or ``"uniform"``, see
+    :func:`jaxflows.nn.made_init`), or ``conditioner``: :func:`jaxflows.conditioners.made`
+    (the same MADE) or your own network, a :class:`~jaxflows.conditioners.Conditioner` or a
     ``flax.linen`` module (see :func:`jaxflows.nn.from_linen`).  A user network
     works in the natural order: row ``i`` of its ``(dim, num_params)`` output
     may read inputs ``0..i-1`` only; the layer feeds it the variables in
@@ -96,22 +98,36 @@ def autoregressive(
     """
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if conditioner is not None:
-        if hidden is not None or activation is not None or residual:
-            raise ValueError("hidden=, activation= and residual= configure the built-in MADE; with "
-                             "conditioner= set them on the network instead")
-        if not is_made(conditioner):
-            return _user_autoregressive(dim, transformer, conditioner, context_dim, order, method,
-                                        input_bound)
-        hidden, activation, residual = (conditioner.config["hidden"], conditioner.config["activation"],
-                                        conditioner.config["residual"])
-    hidden = (64, 64) if hidden is None else hidden
-    activation = "relu" if activation is None else activation
-    method = "cached" if method is None else method
+    if conditioner is not None and not is_made(conditioner):
+        _no_made_settings(hidden, activation, residual)
+        return _user_autoregressive(dim, transformer, conditioner, context_dim, order, method,
+                                    input_bound)
+    hidden, activation, residual = _made_settings(conditioner, hidden, activation, residual)
     cfg = made_config(dim, hidden, transformer.num_params, context_dim=context_dim, residual=residual,
-                      input_bound=input_bound)
+                      input_bound=input_bound, init=init)
     if order is None or isinstance(order, (list, tuple, np.ndarray)):
         order = check_order(order, dim)
+    return _made_autoregressive(dim, transformer, cfg, order, activation, method, context_dim)
+
+
+def _no_made_settings(hidden, activation, residual):
+    if hidden is not None or activation is not None or residual:
+        raise ValueError("hidden=, activation= and residual= configure the built-in MADE; with "
+                         "conditioner= set them on the network instead")
+
+
+def _made_settings(conditioner, hidden, activation, residual):
+    """``(hidden, activation, residual)`` of the built-in MADE: from a
+    :func:`jaxflows.conditioners.made` conditioner, else the arguments or their defaults."""
+    if conditioner is not None:
+        _no_made_settings(hidden, activation, residual)
+        return conditioner.config["hidden"], conditioner.config["activation"], conditioner.config["residual"]
+    return (64, 64) if hidden is None else hidden, "relu" if activation is None else activation, residual
+
+
+def _made_autoregressive(dim, transformer, cfg, order, activation, method, context_dim):
+    """The kernel with the built-in MADE ``cfg`` (see :func:`autoregressive`): one
+    MADE pass forward, the cached or the reference sequential inverse."""
 
     def init(key):
         return made_init(key, cfg)
@@ -119,16 +135,12 @@ def autoregressive(
     def conditioner(params, a, context):
         return made_apply(params, a, cfg, order, context, activation)
 
-    def forward(params, a, context=None):
-        a = check_event(a, dim)
-        context = check_context(context, context_dim)
+    def forward(params, a, context):
         theta = conditioner(params, a, context)
         b, ld = transformer.forward(a, theta.astype(a.dtype))
         return b, jnp.sum(ld)
 
-    def inverse_cached(params, b, context=None):
-        b = check_event(b, dim, "y")
-        context = check_context(context, context_dim)
+    def inverse_cached(params, b, context):
         b_ord = b[order]
 
         def solve(k, theta_k):
@@ -137,10 +149,7 @@ def autoregressive(
         a, lds = made_sequential(params, cfg, order, solve, context, activation, dtype=b.dtype)
         return a, jnp.sum(lds)
 
-    def inverse_scan(params, b, context=None):
-        b = check_event(b, dim, "y")
-        context = check_context(context, context_dim)
-
+    def inverse_scan(params, b, context):
         def step(a, i):
             theta_i = conditioner(params, a, context)[i].astype(b.dtype)
             a_i, ld_i = transformer.inverse(b[i], theta_i)
@@ -149,7 +158,8 @@ def autoregressive(
         a, lds = jax.lax.scan(step, jnp.zeros_like(b), jnp.asarray(order))
         return a, jnp.sum(lds)
 
-    return Bijector(init, forward, inverse_cached if method == "cached" else inverse_scan)
+    inverse = inverse_scan if method == "scan" else inverse_cached  # cached by default
+    return checked_bijector("autoregressive", dim, init, forward, inverse, context_dim=context_dim)
 
 
 def _user_autoregressive(dim, transformer, conditioner, context_dim, order, method, input_bound):
@@ -159,8 +169,7 @@ def _user_autoregressive(dim, transformer, conditioner, context_dim, order, meth
     if method == "cached":
         raise ValueError("method='cached' is the built-in MADE's one-pass inversion; a user network "
                          "inverts with method='scan' (the default for user networks)")
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    dim = check_dim(dim)
     if input_bound is not None and not (np.isfinite(input_bound) and input_bound > 0):
         raise ValueError(f"input_bound must be None or a positive finite number, got {input_bound!r}")
     P = transformer.num_params
@@ -183,16 +192,11 @@ def _user_autoregressive(dim, transformer, conditioner, context_dim, order, meth
     def init(key):
         return net.init(key, dim, dim * P, context_dim)
 
-    def forward(params, a, context=None):
-        a = check_event(a, dim)
-        context = check_context(context, context_dim)
+    def forward(params, a, context):
         b, ld = transformer.forward(a, theta_of(params, a, context))
         return b, jnp.sum(ld)
 
-    def inverse(params, b, context=None):
-        b = check_event(b, dim, "y")
-        context = check_context(context, context_dim)
-
+    def inverse(params, b, context):
         def step(a, i):
             theta_i = theta_of(params, a, context)[i]
             a_i, ld_i = transformer.inverse(b[i], theta_i)
@@ -201,7 +205,7 @@ def _user_autoregressive(dim, transformer, conditioner, context_dim, order, meth
         a, lds = jax.lax.scan(step, jnp.zeros_like(b), order)
         return a, jnp.sum(lds)
 
-    return Bijector(init, forward, inverse)
+    return checked_bijector("autoregressive", dim, init, forward, inverse, context_dim=context_dim)
 
 
 def iaf_layer(dim: int, *, min_scale: float = 1e-3, **kwargs) -> Bijector:
@@ -215,7 +219,7 @@ def iaf_layer(dim: int, *, min_scale: float = 1e-3, **kwargs) -> Bijector:
     Keyword arguments go to :func:`autoregressive` (hidden, context_dim, order,
     residual, activation, method).
     """
-    return autoregressive(dim, affine(min_scale), **kwargs)
+    return relabel(autoregressive(dim, affine(min_scale), **kwargs), "iaf_layer")
 
 
 def maf_layer(dim: int, *, min_scale: float = 1e-3, transformer: Optional[Transformer] = None, **kwargs) -> Bijector:
@@ -242,4 +246,4 @@ def maf_layer(dim: int, *, min_scale: float = 1e-3, transformer: Optional[Transf
     autoregressive neural spline flow); it is the density-side map ``z = tau(x)``.
     """
     t = transformer if transformer is not None else affine(min_scale)
-    return invert(autoregressive(dim, t, **kwargs))
+    return relabel(invert(autoregressive(dim, t, **kwargs)), "maf_layer")
