@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+import optax
 
 import jaxflows
 from jaxflows import data
@@ -130,7 +131,7 @@ for name, flow, params in (("built-in MLP", mlp_flow, mlp_params),
                            ("flax ResNet", resnet_flow, resnet_params)):
     params, history = jaxflows.fit(flow, params, train, key=jax.random.key(2),
                                    num_epochs=NUM_EPOCHS, batch_size=256,
-                                   learning_rate=1e-3, progress=False)
+                                   optimizer=optax.adam(1e-3), progress=False)
     test_ll = flow.log_prob(params, test)
     results[name] = (flow, params, history, test_ll)
     print(f"{name:13s} test log-likelihood {float(test_ll.mean()):.3f} "
@@ -224,7 +225,8 @@ except ValueError as err:
 maf_flow = jaxflows.maf(2, num_layers=4, conditioner=MaskedResNet())
 maf_params, maf_history = jaxflows.fit(maf_flow, maf_flow.init(jax.random.key(3)), train,
                                        key=jax.random.key(4), num_epochs=NUM_EPOCHS,
-                                       batch_size=256, learning_rate=1e-3, progress=False)
+                                       batch_size=256, optimizer=optax.adam(1e-3),
+                                       progress=False)
 maf_ll = maf_flow.log_prob(maf_params, test)
 print(f"MAF with a masked ResNet: test log-likelihood {float(maf_ll.mean()):.3f} nats")
 
