@@ -51,6 +51,6 @@ def test_registry_names_every_public_bijector():
 NOT_BIJECTORS = {
     "affine", "autoregressive", "elementwise", "rational_quadratic_spline",
     "spline_num_params", "spline_knots", "to_distrax_kwargs", "alternating_mask", "half_mask",
-    "check_mask", "batch_norm_train", "split_state", "merge_state", "has_state",
-    "stack_with_batch_norm", "actnorm_init_from_data", "init_from_data", "STATE_KEYS",
+    "batch_norm_train", "split_state", "merge_state", "stack_with_batch_norm",
+    "actnorm_init_from_data",
 }

@@ -1,4 +1,6 @@
-"""The cached (one-pass-cost) sequential inversion equals the plain scan.
+"""The autoregressive kernel (jaxflows/bijectors/autoregressive.py).
+
+The cached (one-pass-cost) sequential inversion equals the plain scan.
 
 ``autoregressive(..., method="cached")`` computes one block of hidden units
 per layer per step (``jaxflows.nn.made_sequential``); ``method="scan"`` runs
@@ -16,14 +18,10 @@ import pytest
 from jaxflows.bijectors.autoregressive import autoregressive, iaf_layer, maf_layer
 from jaxflows.bijectors.combinators import stack
 from jaxflows.bijectors.elementwise import affine
+from jaxflows.bijectors.spline import rational_quadratic_spline
 from jaxflows.flows import layer_orders, transformed
 from jaxflows.nn import made_apply, made_config, made_init, made_sequential
 from jaxflows.testing import perturb_params
-
-try:
-    from jaxflows.bijectors.spline import rational_quadratic_spline
-except ImportError:  # pragma: no cover - the spline module lands separately
-    rational_quadratic_spline = None
 
 RTOL = ATOL = 1e-5
 DIM = 5
@@ -119,7 +117,6 @@ def test_cached_equals_scan_with_traced_order_under_vmap():
            jax.jit(lambda p, y: run("scan", p, y))(params, ys))
 
 
-@pytest.mark.skipif(rational_quadratic_spline is None, reason="spline module not present")
 @pytest.mark.parametrize("hidden", [(), (8, 8)])
 def test_cached_equals_scan_with_spline_transformer(hidden):
     cached, ref, params = _pair(rational_quadratic_spline(4, 3.0), hidden=hidden, context_dim=2)

@@ -118,12 +118,14 @@ def test_training_loop_threads_state_and_optimizer_never_touches_it(factory):
     optimizer = optax.adamw(3e-3, weight_decay=0.1)  # weight decay would move any param it sees
     opt_state = optimizer.init(trainable)
     step = make_bn_step(flow, optimizer)
+    # the training pass's new state, compiled once (eagerly it would re-trace every step)
+    ema = jax.jit(lambda t, s, x: split_state(flow.train_log_prob(merge_state(t, s), x)[1])[1])
     losses = []
     for epoch in range(8):
         for i in range(0, 512, 64):
             x = data[i:i + 64]
             # the new state is exactly the training pass's EMA: the optimiser did not touch it
-            want = split_state(flow.train_log_prob(merge_state(trainable, state), x)[1])[1]
+            want = ema(trainable, state, x)
             trainable, state, opt_state, loss = step(trainable, state, opt_state, x)
             for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(want)):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -153,3 +155,17 @@ def test_train_log_prob_errors_and_absent_without_batch_norm():
         flow.train_log_prob(p, jnp.zeros((4, 2)))
     lp, new = flow.train_log_prob(p, jax.random.normal(KEY, (4, 2)), jnp.ones((1,)))
     assert lp.shape == (4,) and np.all(np.isfinite(lp))
+
+
+def test_stack_with_batch_norm_checks_its_layers_like_stack():
+    """stack_with_batch_norm validates (layer, n, per_layer) with stack's own code, naming itself."""
+    layer = affine_coupling(2, alternating_mask(2), hidden=(4,))
+    with pytest.raises(TypeError, match=r"stack_with_batch_norm\(layer, n\): layer must be a Bijector"):
+        stack_with_batch_norm(lambda m: layer, 2, 2)
+    with pytest.raises(ValueError, match="stack_with_batch_norm needs n >= 1 layers, got 0"):
+        stack_with_batch_norm(layer, 0, 2)
+    with pytest.raises(ValueError, match=r"per_layer must have leading axis n=3, got shape \(2, 2\)"):
+        stack_with_batch_norm(lambda m: layer, 3, 2, per_layer=np.zeros((2, 2)))
+    bij, _ = stack_with_batch_norm(layer, 2, 2)
+    with pytest.raises(ValueError, match=r"batch_norm\.forward: z must be one event of shape \(2,\)"):
+        bij.forward(bij.init(KEY), jnp.zeros(3))
