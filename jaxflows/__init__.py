@@ -18,7 +18,8 @@ from .interop import distrax_base, to_distrax
 from .train import FitWarning, TrainingDiverged, fit, init_optimizer, make_step, nll_loss
 from .vi import elbo, fit_vi, importance_ess
 from . import standardizing
-from .standardizing import RawScaleWarning, score, split_standardization, standardize
+from .scoring import score
+from .standardizing import RawScaleWarning, split_standardization, standardize
 from . import anomaly, comparison, distillation
 from .comparison import compare
 from .distillation import distill, distillation_kl

@@ -24,19 +24,20 @@ so that
 Precision.  On NumPy input outside ``jit`` the standardisation runs in float64
 on the host and only its result is cast to the flow's dtype (float32 unless
 JAX's x64 mode is on), so a column such as ``1e8 + N(0, 1)`` keeps its spread
-(float32 spacing at ``1e8`` is 8).  :func:`jaxflows.fit` and :func:`score` use
-that path; a float32 JAX array has already lost those digits before the flow
-sees it.
+(float32 spacing at ``1e8`` is 8).  :func:`jaxflows.fit` and :func:`~jaxflows.score`
+use that path (fit's checks of raw-scale data are in :mod:`jaxflows.raw_scale`); a
+float32 JAX array has already lost those digits before the flow sees it.
 
-Scores.  :func:`score` gives ``-inf`` (density zero in the flow's arithmetic)
-for rows with ``+-Inf`` entries and for finite rows whose standardised values
-overflow the flow's dtype, and refuses NaN rows, naming the first one.
+Scores.  :func:`~jaxflows.score` (in :mod:`jaxflows.scoring`) gives ``-inf``
+(density zero in the flow's arithmetic) for rows with ``+-Inf`` entries and for
+finite rows whose standardised values overflow the flow's dtype, and refuses
+NaN rows, naming the first one.
 """
 
 from __future__ import annotations
 
 import functools
-import warnings
+import importlib
 import weakref
 from typing import Optional, Tuple
 
@@ -45,21 +46,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_batch
-from .bijectors.standardize import check_affine_constants, fixed_affine
 from ._types import Bijector
-from .data import Standardizer, constant_columns_message, fit_standardizer
+from .bijectors.standardize import check_affine_constants, fixed_affine
+from .data import Standardizer, fit_standardizer
 from .flows import Flow
 
 __all__ = ["RawScaleWarning", "score", "split_standardization", "standardize"]
 
-# Column means beyond this, or standard deviations outside these bounds, in what the flow's
-# first layer sees, make fit warn (factory flows only; see _check_fit_scale).
-MEAN_LIMIT = 5.0
-STD_LIMITS = (0.05, 5.0)
-# fit warns when more than this fraction of the values an NSF's first layer sees lie outside
-# its spline interval [-bound, bound]
-SPLINE_OUTSIDE_LIMIT = 0.01
-_CHUNK = 65536  # rows per host-side float64 block (bounds the float64 temporaries)
+CHUNK_ROWS = 65536  # rows per host-side float64 block (bounds the float64 temporaries)
 
 
 class RawScaleWarning(UserWarning):
@@ -71,9 +65,15 @@ class RawScaleWarning(UserWarning):
 _WRAPPED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _flow_dtype():
+def flow_dtype():
     """The float dtype the flow computes in: float32 unless JAX's x64 mode is on."""
     return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
+@functools.lru_cache(maxsize=32)
+def jitted_log_prob(log_prob):
+    """``jax.jit(log_prob)``, compiled once per function (host-side scoring reuses it)."""
+    return jax.jit(log_prob)
 
 
 def split_standardization(flow: Flow) -> Tuple[Flow, Optional[Standardizer]]:
@@ -117,7 +117,7 @@ def standardize(flow: Flow, data=None, *, shift=None, scale=None) -> Flow:
     Works with every factory, with a context (the context is passed through
     unchanged) and with batch-norm flows (``train_log_prob`` is wrapped too).
     ``log_prob`` of +-Inf rows, or of rows whose standardised values overflow
-    the flow's dtype, is ``-inf``; NaN rows give NaN (:func:`score` refuses them).
+    the flow's dtype, is ``-inf``; NaN rows give NaN (:func:`jaxflows.score` refuses them).
 
     Raises ``ValueError`` for a column of ``data`` with zero variance (naming
     it), non-finite or mis-shaped data, or a flow that is already standardised.
@@ -147,23 +147,8 @@ def standardize(flow: Flow, data=None, *, shift=None, scale=None) -> Flow:
 
 def _wrap(inner: Flow, std: Standardizer) -> Flow:
     shift, scale = std.mean, std.scale
-    dim = inner.dim
     log_det = -float(np.sum(np.log(scale)))  # log|dz/dx|
-    affine = fixed_affine(shift, scale)
-
-    def to_base_units(x, replace_bad=True):
-        """``(z, bad)``: z = (x - shift) / scale in the flow's dtype (float64 on the host
-        for NumPy input), ``bad`` the rows with +-Inf (or overflowing) values, set to 0 in
-        ``z`` when ``replace_bad`` so that nothing downstream sees them."""
-        if isinstance(x, (np.ndarray, list, tuple)):
-            z, bad = _host_standardize(np.asarray(x), std, _flow_dtype(), "x", zero_bad=replace_bad)
-            return jnp.asarray(z), jnp.asarray(bad)
-        x = check_batch(x, dim, "x")
-        z = (x - shift.astype(x.dtype)) / scale.astype(x.dtype)
-        bad = jnp.any(jnp.isinf(z), axis=-1)
-        if replace_bad:
-            z = jnp.where(bad[..., None], jnp.zeros((), z.dtype), z)
-        return z, bad
+    to_base_units = _base_units_map(std, inner.dim)
 
     def to_data_units(z):
         return z * scale.astype(z.dtype) + shift.astype(z.dtype)
@@ -172,7 +157,7 @@ def _wrap(inner: Flow, std: Standardizer) -> Flow:
         host = isinstance(x, (np.ndarray, list, tuple))
         z, bad = to_base_units(x)
         # host data are outside any jit by construction: evaluate the flow compiled
-        lp = (_jitted_log_prob(inner.log_prob) if host else inner.log_prob)(params, z, context)
+        lp = (jitted_log_prob(inner.log_prob) if host else inner.log_prob)(params, z, context)
         lp = lp + jnp.asarray(log_det, lp.dtype)
         return jnp.where(bad, jnp.asarray(-jnp.inf, lp.dtype), lp)
 
@@ -189,24 +174,6 @@ def _wrap(inner: Flow, std: Standardizer) -> Flow:
     def from_latent(params, z, context=None):
         return to_data_units(inner.from_latent(params, z, context))
 
-    def forward(params, z, context=None):
-        y, ld = inner.bijector.forward(params, z, context)
-        x, ld_affine = affine.forward({}, y)
-        return x, ld + ld_affine
-
-    def inverse(params, x, context=None):
-        y, ld_affine = affine.inverse({}, x)
-        z, ld = inner.bijector.inverse(params, y, context)
-        return z, ld + ld_affine
-
-    train_log_prob = None
-    if inner.train_log_prob is not None:
-        def train_log_prob(params, x, context=None):
-            z, bad = to_base_units(x)
-            lp, new_params = inner.train_log_prob(params, z, context)
-            lp = jnp.where(bad, -jnp.inf, lp + jnp.asarray(log_det, lp.dtype))
-            return lp, new_params
-
     config = None
     if inner.config is not None:
         config = dict(inner.config)
@@ -214,13 +181,65 @@ def _wrap(inner: Flow, std: Standardizer) -> Flow:
                                  "scale": [float(v) for v in scale]}
     outer = inner._replace(log_prob=log_prob, sample=sample, sample_and_log_prob=sample_and_log_prob,
                            to_latent=to_latent, from_latent=from_latent,
-                           bijector=Bijector(inner.bijector.init, forward, inverse),
-                           config=config, train_log_prob=train_log_prob)
+                           bijector=_then_affine(inner.bijector, fixed_affine(shift, scale)),
+                           config=config,
+                           train_log_prob=_train_log_prob(inner.train_log_prob, to_base_units, log_det))
     _WRAPPED[log_prob] = (inner, Standardizer(mean=shift.copy(), scale=scale.copy()))
     return outer
 
 
-def _host_standardize(x: np.ndarray, std: Optional[Standardizer], dtype, name: str,
+def _base_units_map(std: Standardizer, dim: int):
+    """``to_base_units(x, replace_bad=True) -> (z, bad)``: z = (x - shift) / scale in the
+    flow's dtype (float64 on the host for NumPy input), ``bad`` the rows with +-Inf (or
+    overflowing) values, set to 0 in ``z`` when ``replace_bad`` so that nothing downstream
+    sees them."""
+    shift, scale = std.mean, std.scale
+
+    def to_base_units(x, replace_bad=True):
+        if isinstance(x, (np.ndarray, list, tuple)):
+            z, bad = host_standardize(np.asarray(x), std, flow_dtype(), "x", zero_bad=replace_bad)
+            return jnp.asarray(z), jnp.asarray(bad)
+        x = check_batch(x, dim, "x")
+        z = (x - shift.astype(x.dtype)) / scale.astype(x.dtype)
+        bad = jnp.any(jnp.isinf(z), axis=-1)
+        if replace_bad:
+            z = jnp.where(bad[..., None], jnp.zeros((), z.dtype), z)
+        return z, bad
+
+    return to_base_units
+
+
+def _then_affine(bijector: Bijector, affine: Bijector) -> Bijector:
+    """``bijector`` (z -> y) followed by the fixed ``affine`` map (y -> x), same params."""
+
+    def forward(params, z, context=None):
+        y, ld = bijector.forward(params, z, context)
+        x, ld_affine = affine.forward({}, y)
+        return x, ld + ld_affine
+
+    def inverse(params, x, context=None):
+        y, ld_affine = affine.inverse({}, x)
+        z, ld = bijector.inverse(params, y, context)
+        return z, ld + ld_affine
+
+    return Bijector(bijector.init, forward, inverse)
+
+
+def _train_log_prob(inner_train_log_prob, to_base_units, log_det: float):
+    """The batch-norm training density of the standardised flow (``None`` without one)."""
+    if inner_train_log_prob is None:
+        return None
+
+    def train_log_prob(params, x, context=None):
+        z, bad = to_base_units(x)
+        lp, new_params = inner_train_log_prob(params, z, context)
+        lp = jnp.where(bad, -jnp.inf, lp + jnp.asarray(log_det, lp.dtype))
+        return lp, new_params
+
+    return train_log_prob
+
+
+def host_standardize(x: np.ndarray, std: Optional[Standardizer], dtype, name: str,
                       zero_bad: bool = True):
     """``((x - mean) / scale)`` computed in float64 block by block, then cast to ``dtype``;
     returns ``(z, bad)`` with ``bad`` the rows (over the batch shape) holding +-Inf or
@@ -235,221 +254,17 @@ def _host_standardize(x: np.ndarray, std: Optional[Standardizer], dtype, name: s
     out = np.empty(flat.shape, dtype)
     bad = np.zeros(flat.shape[0], bool)
     big = np.finfo(dtype).max
-    for start in range(0, flat.shape[0], _CHUNK):
-        block = flat[start:start + _CHUNK].astype(np.float64)
+    for start in range(0, flat.shape[0], CHUNK_ROWS):
+        block = flat[start:start + CHUNK_ROWS].astype(np.float64)
         if std is not None:
             block = (block - std.mean) / std.scale
         b = np.any(np.isinf(block) | (np.abs(block) > big), axis=1)
         if zero_bad and b.any():
             block[b] = 0.0
-        bad[start:start + _CHUNK] = b
+        bad[start:start + CHUNK_ROWS] = b
         with np.errstate(over="ignore"):
             out[start:start + block.shape[0]] = block
     return out.reshape(x.shape), bad.reshape(x.shape[:-1])
-
-
-# --------------------------------------------------------------------------
-# score: per-row log-likelihoods on the host
-# --------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=32)
-def _jitted_log_prob(log_prob):
-    return jax.jit(log_prob)
-
-
-def score(flow: Flow, params, x, context=None, *, batch_size: int = 4096) -> np.ndarray:
-    """Log-likelihood ``log p(x_i)`` of every row of ``x: (n, dim)``, as float64 NumPy ``(n,)``.
-
-    The number a user ranks or thresholds (anomaly detection, model
-    comparison), computed so that it can be trusted:
-
-    - a flow from :func:`standardize` standardises in float64 on the host and
-      only then casts to the flow's dtype (a column ``1e8 + N(0, 1)`` keeps
-      its noise); the log-Jacobian is added in float64;
-    - rows with a +-Inf entry, and finite rows whose values overflow the
-      flow's dtype (e.g. ``1e39`` in float32, once standardised), or overflow
-      inside the flow's arithmetic (a NaN from ``inf - inf`` near ``1e38``),
-      score ``-inf``: the density there is zero in the flow's arithmetic.
-      Scores are never NaN, so sorting them ascending (``np.argsort``) puts
-      these rows first among anomalies;
-    - params holding NaN/Inf are refused (``ValueError``): scores from them
-      would be meaningless;
-    - a row with a NaN entry has no density: ``ValueError`` naming the first
-      such row (0-based) and the count.
-
-    Rows are evaluated in jitted blocks of ``batch_size`` (the last block is
-    padded, so one shape compiles once).  ``context: (n, context_dim)`` for
-    conditional flows.
-    """
-    if not isinstance(flow, Flow):
-        raise TypeError(f"flow must be a jaxflows Flow, got {type(flow).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    a = np.asarray(x)
-    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise TypeError(f"x must be a real numeric array, got dtype {a.dtype}")
-    if a.ndim != 2 or a.shape[1] != flow.dim:
-        raise ValueError(f"x must have shape (n, {flow.dim}), got shape {a.shape}")
-    n = a.shape[0]
-    if context is not None:
-        context = np.asarray(context)
-        if context.ndim != 2 or context.shape[0] != n:
-            raise ValueError(f"context must have shape ({n}, context_dim), one row per row of x, "
-                             f"got shape {context.shape}")
-    nan_rows = np.flatnonzero(np.isnan(a).any(axis=1)) if np.issubdtype(a.dtype, np.floating) \
-        else np.zeros(0, np.int64)
-    if nan_rows.size:
-        raise ValueError(f"x has NaN in {nan_rows.size} row{'s' if nan_rows.size > 1 else ''} "
-                         f"(first: row {nan_rows[0]}, 0-based); a NaN has no density: remove or "
-                         "impute those rows")
-    leaves = [np.asarray(v) for v in jax.tree_util.tree_leaves(params)]
-    if not all(np.all(np.isfinite(v)) for v in leaves if np.issubdtype(v.dtype, np.inexact)):
-        raise ValueError("params hold NaN or Inf values, so every score would be meaningless; "
-                         "use the params of a finished fit (the best params it returned)")
-    inner, std = split_standardization(flow)
-    dtype = _flow_dtype()
-    z, bad = _host_standardize(a, std, dtype, "x")
-    log_det = 0.0 if std is None else -float(np.sum(np.log(std.scale)))
-    out = np.full(n, -np.inf)
-    if n == 0:
-        return out
-    log_prob = _jitted_log_prob(inner.log_prob)
-    chunk = min(int(batch_size), n)
-    for start in range(0, n, chunk):
-        block = z[start:start + chunk]
-        ctx = None if context is None else context[start:start + chunk].astype(dtype)
-        m = block.shape[0]
-        if m < chunk:  # pad with the first row: one shape, one compile
-            block = np.concatenate([block, np.repeat(block[:1], chunk - m, axis=0)])
-            if ctx is not None:
-                ctx = np.concatenate([ctx, np.repeat(ctx[:1], chunk - m, axis=0)])
-        lp = np.asarray(log_prob(params, block, ctx), np.float64)[:m]
-        out[start:start + m] = lp + log_det
-    # finite params and finite inputs: a NaN can only come from arithmetic that overflowed
-    # (inf - inf, 0 * inf) far out in the tails, where the density is zero in the flow's dtype
-    out[bad | np.isnan(out)] = -np.inf
-    return out
-
-
-# --------------------------------------------------------------------------
-# fit's data checks (called by jaxflows.fit)
-# --------------------------------------------------------------------------
-
-def _column_moments(a):
-    """Per-column (mean, std, min, max) in float64 NumPy; NumPy blocks on the host, JAX on device."""
-    if isinstance(a, jax.Array):
-        return tuple(np.asarray(v, np.float64) for v in
-                     (jnp.mean(a, 0), jnp.std(a, 0), jnp.min(a, 0), jnp.max(a, 0)))
-    n = a.shape[0]
-    total = np.zeros(a.shape[1])
-    for s in range(0, n, _CHUNK):
-        total += a[s:s + _CHUNK].sum(axis=0, dtype=np.float64)
-    mean = total / n
-    sq = np.zeros(a.shape[1])
-    for s in range(0, n, _CHUNK):
-        sq += ((a[s:s + _CHUNK].astype(np.float64) - mean) ** 2).sum(axis=0)
-    return mean, np.sqrt(sq / n), a.min(axis=0).astype(np.float64), a.max(axis=0).astype(np.float64)
-
-
-def _fraction_outside(a, bound: float) -> float:
-    if isinstance(a, jax.Array):
-        return float(jnp.mean(jnp.abs(a) > bound))
-    count = 0
-    for s in range(0, a.shape[0], _CHUNK):
-        count += int(np.count_nonzero(np.abs(a[s:s + _CHUNK]) > bound))
-    return count / max(1, a.size)
-
-
-def prepare_fit(flow: Flow, data, val_data, loss_fn):
-    """What :func:`jaxflows.fit` runs before training (data already checked finite, 2-D).
-
-    - refuses a zero-variance column (``ValueError`` naming it);
-    - warns (:class:`RawScaleWarning`) when the values the flow's first layer sees
-      are far from zero mean / unit variance (factory and standardised flows), or
-      when more than 1% of them lie outside an NSF's spline interval;
-    - for a flow from :func:`standardize` with the default loss, standardises the
-      data on the host in float64 (JAX arrays on their device) and returns the
-      wrapped flow to train, with the same params.
-
-    Returns ``(train_flow, data, val_data, nll_offset)``: ``nll_offset`` is added to
-    the inner flow's mean NLL to give the NLL in the data's units.
-    """
-    inner, std = split_standardization(flow)
-    if data.shape[0] >= 2:
-        mean, sd, lo, hi = _column_moments(data)
-        cols = np.flatnonzero(lo == hi)
-        if cols.size:
-            raise ValueError(constant_columns_message(np.asarray(data[:1]), cols))
-        _warn_scale(flow, inner, std, mean, sd)
-    if std is None or loss_fn is not None:
-        if data.shape[0] >= 1:
-            _warn_spline(flow, data)
-        return flow, data, val_data, 0.0
-
-    def to_z(a):
-        if a is None:
-            return None
-        if isinstance(a, jax.Array):
-            z = (a - jnp.asarray(std.mean, a.dtype)) / jnp.asarray(std.scale, a.dtype)
-            ok = bool(jnp.all(jnp.isfinite(z)))
-        else:
-            z, bad = _host_standardize(np.asarray(a), std, _flow_dtype(), "data")
-            ok = not bad.any()
-        if not ok:
-            raise ValueError("data overflow the flow's dtype once standardised (a scale in the "
-                             "flow's standardisation is tiny against the data); rebuild it with "
-                             "jaxflows.standardize(flow, data) on these data")
-        return z
-
-    z = to_z(data)
-    _warn_spline(flow, z)
-    return inner, z, to_z(val_data), float(np.sum(np.log(std.scale)))
-
-
-def _warn_scale(flow, inner, std, mean, sd):
-    if flow.config is None and std is None:
-        return  # a hand-built flow (e.g. with its own logit or affine layer): its business
-    if std is not None:  # what the inner flow sees
-        mean, sd = (mean - std.mean) / std.scale, sd / std.scale
-    lo, hi = STD_LIMITS
-    off = (np.abs(mean) > MEAN_LIMIT) | (sd > hi) | (sd < lo)
-    if not off.any():
-        return
-    dev = np.maximum(np.abs(mean) / MEAN_LIMIT, np.maximum(sd / hi, lo / np.maximum(sd, 1e-300)))
-    j = int(np.argmax(np.where(off, dev, -np.inf)))
-    where = (f"{int(off.sum())} of {off.size} columns, e.g. column {j} with mean {mean[j]:.4g} "
-             f"and standard deviation {sd[j]:.4g}")
-    if std is None:
-        msg = (f"fit: the data look unstandardised ({where}). The flow factories expect roughly "
-               "zero mean and unit variance per column; far from that a flow trains slowly or to "
-               "a poor optimum. Wrap the flow with its data's statistics, "
-               "flow = jaxflows.standardize(flow, data), then params = flow.init(key): the "
-               "standardisation becomes a fixed part of the flow, so log-likelihoods, samples and "
-               "checkpoints stay in the data's own units.")
-    else:
-        msg = (f"fit: the data do not match this flow's standardisation ({where} once "
-               "standardised): it was fitted to different data. Rebuild it with "
-               "jaxflows.standardize(jaxflows.split_standardization(flow)[0], data).")
-    warnings.warn(msg, RawScaleWarning, stacklevel=4)
-
-
-def _warn_spline(flow, z):
-    cfg = flow.config
-    if not cfg or cfg.get("factory") != "nsf":
-        return
-    bound = float(cfg.get("kwargs", {}).get("bound", 3.0))
-    frac = _fraction_outside(z, bound)
-    if frac <= SPLINE_OUTSIDE_LIMIT:
-        return
-    std = split_standardization(flow)[1]
-    fix = ("build the NSF with a larger bound=" if std is not None else
-           "standardise the data (flow = jaxflows.standardize(flow, data)) or build the NSF with "
-           "a larger bound=")
-    warnings.warn(
-        f"fit: {100 * frac:.1f}% of the values this NSF's first layer sees lie outside its "
-        f"spline interval [-{bound:g}, {bound:g}], where its splines are the identity, so the "
-        f"flow cannot shape them; {fix}.", RawScaleWarning, stacklevel=4)
 
 
 def check_standardize_config(entry, dim) -> None:
@@ -468,3 +283,12 @@ def check_standardize_config(entry, dim) -> None:
             raise ValueError(f"flow config standardize.{key} must be a list of {dim} numbers "
                              f"(one per dimension), got {v!r:.80}")
     check_affine_constants(entry["shift"], entry["scale"], dim)
+
+
+def __getattr__(name: str):
+    """``jaxflows.standardizing.score`` and ``prepare_fit``, defined in :mod:`jaxflows.scoring`
+    and :mod:`jaxflows.raw_scale` (which import this module), read on first use."""
+    moved = {"score": "jaxflows.scoring", "prepare_fit": "jaxflows.raw_scale"}
+    if name in moved:
+        return getattr(importlib.import_module(moved[name]), name)
+    raise AttributeError(f"module 'jaxflows.standardizing' has no attribute {name!r}")

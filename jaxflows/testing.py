@@ -1,13 +1,29 @@
 """The conformance suite every bijector passes: ``check_bijector``.
 
 Use it on your own bijectors too: anything with ``init(key)``,
-``forward(params, x, context=None) -> (y, log_det)`` and ``inverse(params, y,
-context=None) -> (x, log_det)`` on ONE event ``(dim,)``::
+``forward(params, z, context=None) -> (x, log_det)`` and ``inverse(params, x,
+context=None) -> (z, log_det)`` on ONE event ``(dim,)``::
 
     from jaxflows.testing import check_bijector
     check_bijector(my_bijector, dim=4)                      # float32
     with jax.enable_x64(True):
         check_bijector(my_bijector, dim=4, dtype=jnp.float64)
+
+The checks, at random non-identity params and random inputs:
+
+1. round trip both ways, ``log_det_fwd + log_det_inv = 0``;
+2. ``log_det`` equals ``slogdet(jax.jacfwd(...))`` in both directions;
+3. structure: with ``order`` the Jacobian of both directions is triangular
+   in that order (output ``order[a]`` does not depend on input ``order[b]``
+   for ``b > a``; diagonal non-zero); with ``unchanged`` (coupling) those
+   coordinates pass through untouched;
+4. shapes and dtypes preserved;
+5. jit equals eager, vmap equals a loop, no recompilation on a second call,
+   gradients w.r.t. params and inputs finite;
+6. context: with ``context_dim`` the output depends on the context;
+7. only with ``check_inputs=True`` (jaxflows' convention for bad input):
+   wrong shape, batched input, integer dtype, missing or extra context raise
+   ``ValueError``/``TypeError`` at trace time.
 
 Each check raises ``AssertionError`` with the measured error on failure.
 ``check_inputs=True`` adds the input-validation checks that jaxflows' own
@@ -66,60 +82,30 @@ def _close(name, got, want, tol):
     assert err <= tol, f"{name}: relative error {err:.3g} > {tol:.3g}"
 
 
-def check_bijector(
-    bijector: Bijector,
-    dim: int,
-    *,
-    context_dim: Optional[int] = None,
-    key=None,
-    params=None,
-    perturb: float = 0.3,
-    dtype=jnp.float32,
-    order: Optional[Sequence[int]] = None,
-    unchanged: Optional[Sequence[int]] = None,
-    input_scale: float = 1.0,
-    data_domain=None,
-    tol: Optional[float] = None,
-    check_inputs: bool = False,
-) -> None:
-    """Run the conformance suite on ``bijector`` over events ``(dim,)``.
+def check_bijector(bijector: Bijector, dim: int, *, context_dim: Optional[int] = None, key=None,
+                   params=None, perturb: float = 0.3, dtype=jnp.float32,
+                   order: Optional[Sequence[int]] = None, unchanged: Optional[Sequence[int]] = None,
+                   input_scale: float = 1.0, data_domain=None, tol: Optional[float] = None,
+                   check_inputs: bool = False) -> None:
+    """Run the conformance suite (checks 1-7 of the module docstring) on ``bijector``
+    over events ``(dim,)``.
 
     ``bijector`` is anything with ``init``, ``forward`` and ``inverse`` (a
-    :class:`~jaxflows.Bijector`, a NamedTuple or object of your own).
-    Checks, at random non-identity params (unless ``params`` is given:
+    :class:`~jaxflows.Bijector`, a NamedTuple or object of your own).  The
+    checks run at random non-identity params (unless ``params`` is given:
     ``init`` plus ``perturb`` noise scaled by each weight's fan-in, see
     :func:`perturb_params`, so that default-sized flows stay well
-    conditioned) and random inputs:
+    conditioned) and random inputs ``input_scale * N(0, 1)``.  ``order`` and
+    ``unchanged`` ask for the structure checks (3); ``data_domain`` maps a
+    random normal vector into the domain of ``inverse`` (for bijectors whose
+    data side is bounded, e.g. ``jax.nn.sigmoid`` for ``logit``; default: the
+    identity); ``dtype=jnp.float64`` needs x64 enabled.
 
-    1. round trip both ways, ``log_det_fwd + log_det_inv = 0``;
-    2. ``log_det`` equals ``slogdet(jax.jacfwd(...))`` in both directions;
-    3. structure: with ``order`` the Jacobian of both directions is triangular
-       in that order (output ``order[a]`` does not depend on input
-       ``order[b]`` for ``b > a``; diagonal non-zero); with ``unchanged``
-       (coupling) those coordinates pass through untouched;
-    4. shapes and dtypes preserved (``dtype=jnp.float64`` needs x64 enabled);
-    5. jit equals eager, vmap equals a loop, no recompilation on a second
-       call, gradients w.r.t. params and inputs finite;
-    ``data_domain`` maps a random normal vector into the domain of
-    ``inverse`` (for bijectors whose data side is bounded, e.g.
-    ``jax.nn.sigmoid`` for ``logit``); the default is the identity.
-
-    6. context: with ``context_dim`` the output depends on the context.
-    7. only with ``check_inputs=True`` (jaxflows' convention for bad input):
-       wrong shape, batched input, integer dtype, missing or extra context
-       raise ``ValueError``/``TypeError`` at trace time.
-
-    The default tolerance is ``2e-3`` in float32 and ``1e-8`` in float64
-    (relative to ``1 + |expected|``).  A deep flow that fails only in float32
-    by round-off can be checked in float64 (``jax.enable_x64(True)``).
+    The default tolerance ``tol`` is ``2e-3`` in float32 and ``1e-8`` in
+    float64 (relative to ``1 + |expected|``).  A deep flow that fails only in
+    float32 by round-off can be checked in float64 (``jax.enable_x64(True)``).
     """
-    for name in ("init", "forward", "inverse"):
-        if not callable(getattr(bijector, name, None)):
-            raise TypeError(f"check_bijector needs a bijector with callable init, forward and inverse; "
-                            f"{type(bijector).__name__} has no callable {name!r}")
-    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-        raise RuntimeError("check_bijector(dtype=float64) needs x64: run it inside "
-                           "`with jax.enable_x64(True):` or after jax.config.update('jax_enable_x64', True)")
+    _check_callable(bijector, dtype)
     tol = tol if tol is not None else (2e-3 if dtype == jnp.float32 else 1e-8)
     key = key if key is not None else jax.random.PRNGKey(0)
     k_init, k_pert, k_x, k_c, k_c2 = jax.random.split(key, 5)
@@ -130,86 +116,108 @@ def check_bijector(
     ctx = None if context_dim is None else jax.random.normal(k_c, (context_dim,), dtype)
     fwd = lambda p, v, c=ctx: bijector.forward(p, v, c)  # noqa: E731
     inv = lambda p, v, c=ctx: bijector.inverse(p, v, c)  # noqa: E731
-
-    # 1. round trips
-    y, ld_f = fwd(params, x)
-    x_back, ld_i = inv(params, y)
-    _close("inverse(forward(x))", x_back, x, tol)
-    _close("log_det_fwd + log_det_inv", ld_f + ld_i, 0.0, tol)
     x_data = x if data_domain is None else data_domain(x)
-    z, ld_i2 = inv(params, x_data)
-    x_again, ld_f2 = fwd(params, z)
-    _close("forward(inverse(y))", x_again, x_data, tol)
-    _close("log_det_inv + log_det_fwd", ld_i2 + ld_f2, 0.0, tol)
 
-    # 2. log-dets against the Jacobian
-    J_f = jax.jacfwd(lambda v: fwd(params, v)[0])(x)
-    J_i = jax.jacfwd(lambda v: inv(params, v)[0])(x_data)
-    _close("log_det_fwd vs slogdet(jacobian)", ld_f, jnp.linalg.slogdet(J_f)[1], tol)
-    _close("log_det_inv vs slogdet(jacobian)", ld_i2, jnp.linalg.slogdet(J_i)[1], tol)
-
-    # 3. structure
-    if order is not None:
-        order = np.asarray(order)
-        pos = np.empty(dim, int)
-        pos[order] = np.arange(dim)
-        upper = pos[None, :] > pos[:, None]  # input j comes after output i
-        for name, J in (("forward", J_f), ("inverse", J_i)):
-            J = np.asarray(J)
-            assert np.all(J[upper] == 0), (
-                f"{name} Jacobian is not triangular in order {order.tolist()}: "
-                f"max |dy_i/dx_j| for j after i = {np.abs(J[upper]).max():.3g}")
-            assert np.all(np.abs(np.diag(J)) > 0), f"{name} Jacobian has a zero on its diagonal"
-            if dim > 1:
-                assert np.any(J[~upper & ~np.eye(dim, dtype=bool)] != 0), (
-                    f"{name} Jacobian is diagonal: the layer ignores earlier variables")
+    y, ld_f, z, ld_i2 = _check_round_trips(fwd, inv, params, x, x_data, tol)  # 1.
+    _check_jacobians(fwd, inv, params, x, x_data, ld_f, ld_i2, order, tol)  # 2., 3.
     if unchanged is not None:
         idx = np.asarray(unchanged)
         _close("coupling: conditioning part unchanged", y[idx], x[idx], 0.0)
-
-    # 4. shapes and dtypes
-    for name, (out, ld) in (("forward", (y, ld_f)), ("inverse", (z, ld_i2))):
+    for name, (out, ld) in (("forward", (y, ld_f)), ("inverse", (z, ld_i2))):  # 4. shapes, dtypes
         assert out.shape == (dim,) and out.dtype == dtype, f"{name} output {out.shape} {out.dtype}"
         assert jnp.shape(ld) == () and jnp.result_type(ld) == dtype, f"{name} log_det {jnp.shape(ld)} {jnp.result_type(ld)}"
-
-    # 5. jit, vmap, recompilation, gradients
-    for name, fn, v in (("forward", fwd, x), ("inverse", inv, y)):
-        jitted = jax.jit(fn)
-        out_j = jitted(params, v)
-        out_e = fn(params, v)
-        _close(f"jit {name} == eager", out_j[0], out_e[0], tol)
-        _close(f"jit {name} log_det == eager", out_j[1], out_e[1], tol)
-        jitted(params, v + 0.01)
-        assert jitted._cache_size() == 1, f"jit {name} recompiled on a second call with the same shapes"
-        xs = jnp.stack([v, 0.9 * v, v + 0.1])
-        cs = None if ctx is None else jnp.stack([ctx, -ctx, 2 * ctx])
-        if cs is None:
-            out_v = jax.vmap(lambda a: fn(params, a))(xs)
-        else:
-            out_v = jax.vmap(lambda a, c: fn(params, a, c))(xs, cs)
-        for b in range(3):
-            single = fn(params, xs[b], None if cs is None else cs[b])
-            _close(f"vmap {name} == loop", out_v[0][b], single[0], tol)
-            _close(f"vmap {name} log_det == loop", out_v[1][b], single[1], tol)
-
-        def scalar(p, a):
-            out, ld = fn(p, a)
-            return jnp.sum(jnp.sin(out)) + ld
-
-        g_p, g_x = jax.grad(scalar, argnums=(0, 1))(params, v)
-        for leaf in jax.tree_util.tree_leaves(g_p) + [g_x]:
-            assert np.all(np.isfinite(np.asarray(leaf))), f"non-finite gradient through {name}"
-
-    # 6. context
-    if context_dim is not None:
+    for name, fn, v in (("forward", fwd, x), ("inverse", inv, y)):  # 5. jit, vmap, gradients
+        _check_transforms(name, fn, params, v, ctx, tol)
+    if context_dim is not None:  # 6. context
         ctx2 = jax.random.normal(k_c2, (context_dim,), dtype)
         y2, _ = bijector.forward(params, x, ctx2)
         z2, _ = bijector.inverse(params, x_data, ctx2)
         assert not np.allclose(y2, y) and not np.allclose(z2, z), "output does not depend on the context"
+    if check_inputs:  # 7. bad input (jaxflows' convention, opt-in)
+        _check_bad_inputs(bijector, params, x, ctx, dim, context_dim, dtype)
 
-    # 7. bad input (jaxflows' convention, opt-in)
-    if not check_inputs:
-        return
+
+def _check_callable(bijector, dtype) -> None:
+    for name in ("init", "forward", "inverse"):
+        if not callable(getattr(bijector, name, None)):
+            raise TypeError(f"check_bijector needs a bijector with callable init, forward and inverse; "
+                            f"{type(bijector).__name__} has no callable {name!r}")
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise RuntimeError("check_bijector(dtype=float64) needs x64: run it inside "
+                           "`with jax.enable_x64(True):` or after jax.config.update('jax_enable_x64', True)")
+
+
+def _check_jacobians(fwd, inv, params, x, x_data, ld_f, ld_i, order, tol) -> None:
+    """2. the log-dets equal ``slogdet`` of the Jacobians; 3. with ``order``, triangular."""
+    J_f = jax.jacfwd(lambda v: fwd(params, v)[0])(x)
+    J_i = jax.jacfwd(lambda v: inv(params, v)[0])(x_data)
+    _close("log_det_fwd vs slogdet(jacobian)", ld_f, jnp.linalg.slogdet(J_f)[1], tol)
+    _close("log_det_inv vs slogdet(jacobian)", ld_i, jnp.linalg.slogdet(J_i)[1], tol)
+    if order is not None:
+        _check_triangular(np.asarray(order), x.shape[0], J_f, J_i)
+
+
+def _check_round_trips(fwd, inv, params, x, x_data, tol):
+    """1. ``inverse(forward(x)) == x`` and ``forward(inverse(x_data)) == x_data``, log-dets
+    cancelling; returns ``(y, log_det_fwd(x), z, log_det_inv(x_data))``."""
+    y, ld_f = fwd(params, x)
+    x_back, ld_i = inv(params, y)
+    _close("inverse(forward(x))", x_back, x, tol)
+    _close("log_det_fwd + log_det_inv", ld_f + ld_i, 0.0, tol)
+    z, ld_i2 = inv(params, x_data)
+    x_again, ld_f2 = fwd(params, z)
+    _close("forward(inverse(y))", x_again, x_data, tol)
+    _close("log_det_inv + log_det_fwd", ld_i2 + ld_f2, 0.0, tol)
+    return y, ld_f, z, ld_i2
+
+
+def _check_triangular(order: np.ndarray, dim: int, J_f, J_i) -> None:
+    """3. both Jacobians triangular in ``order``, non-zero diagonal, not diagonal."""
+    pos = np.empty(dim, int)
+    pos[order] = np.arange(dim)
+    upper = pos[None, :] > pos[:, None]  # input j comes after output i
+    for name, J in (("forward", J_f), ("inverse", J_i)):
+        J = np.asarray(J)
+        assert np.all(J[upper] == 0), (
+            f"{name} Jacobian is not triangular in order {order.tolist()}: "
+            f"max |dy_i/dx_j| for j after i = {np.abs(J[upper]).max():.3g}")
+        assert np.all(np.abs(np.diag(J)) > 0), f"{name} Jacobian has a zero on its diagonal"
+        if dim > 1:
+            assert np.any(J[~upper & ~np.eye(dim, dtype=bool)] != 0), (
+                f"{name} Jacobian is diagonal: the layer ignores earlier variables")
+
+
+def _check_transforms(name, fn, params, v, ctx, tol) -> None:
+    """5. jit equals eager without recompiling, vmap equals a loop, gradients finite."""
+    jitted = jax.jit(fn)
+    out_j = jitted(params, v)
+    out_e = fn(params, v)
+    _close(f"jit {name} == eager", out_j[0], out_e[0], tol)
+    _close(f"jit {name} log_det == eager", out_j[1], out_e[1], tol)
+    jitted(params, v + 0.01)
+    assert jitted._cache_size() == 1, f"jit {name} recompiled on a second call with the same shapes"
+    xs = jnp.stack([v, 0.9 * v, v + 0.1])
+    cs = None if ctx is None else jnp.stack([ctx, -ctx, 2 * ctx])
+    if cs is None:
+        out_v = jax.vmap(lambda a: fn(params, a))(xs)
+    else:
+        out_v = jax.vmap(lambda a, c: fn(params, a, c))(xs, cs)
+    for b in range(3):
+        single = fn(params, xs[b], None if cs is None else cs[b])
+        _close(f"vmap {name} == loop", out_v[0][b], single[0], tol)
+        _close(f"vmap {name} log_det == loop", out_v[1][b], single[1], tol)
+
+    def scalar(p, a):
+        out, ld = fn(p, a)
+        return jnp.sum(jnp.sin(out)) + ld
+
+    g_p, g_x = jax.grad(scalar, argnums=(0, 1))(params, v)
+    for leaf in jax.tree_util.tree_leaves(g_p) + [g_x]:
+        assert np.all(np.isfinite(np.asarray(leaf))), f"non-finite gradient through {name}"
+
+
+def _check_bad_inputs(bijector, params, x, ctx, dim, context_dim, dtype) -> None:
+    """7. wrong shapes, batched or integer input, a missing or extra context raise."""
     if context_dim is not None:
         _expect(ValueError, lambda: bijector.forward(params, x, None), "missing context")
         _expect(ValueError, lambda: bijector.forward(params, x, jnp.ones(context_dim + 1, dtype)),

@@ -54,7 +54,7 @@ from .flows import Flow
 from .resume import (TRAIN_STATE_FILE, TrainState, fresh_state, optimizer_fingerprint, restore,
                      run_fingerprint, save as save_state)
 from .sharding import DATA_AXIS, auto_mesh, host_tree, mesh_size, placer, replicate, replicated
-from .standardizing import prepare_fit
+from .raw_scale import prepare_fit
 from .steps import (DEFAULT_OPTIMIZER, DIVERGENCE_ADVICE, FitWarning, StepStats, TrainingDiverged,
                     cached_call, compiled_step, init_optimizer, make_step, nll_loss, reset_sums,
                     tally, zero_stats)
@@ -126,7 +126,7 @@ class _Run(NamedTuple):
 def _prepare(model_flow: Flow, rows: Rows, prepared, *, key, optimizer, loss_fn, val_fraction,
              batch_size, mesh, max_bad_steps) -> _Run:
     """Split the rows and compile the steps: everything else before the first epoch.
-    ``prepared`` is ``standardizing.prepare_fit``'s ``(flow, data, val_data, nll_offset)``."""
+    ``prepared`` is ``raw_scale.prepare_fit``'s ``(flow, data, val_data, nll_offset)``."""
     flow, data, val_data, nll_offset = prepared
     split_key, loop_key = jax.random.split(key)
     if val_data is None:
@@ -286,7 +286,9 @@ def fit(flow: Flow, params, data, *, key, optimizer: Optional[optax.GradientTran
         ``val_fraction`` of ``data`` is held out (``0``: no validation).
       patience: epochs without a better validation loss before stopping (``None``: never).
       progress: a tqdm bar over epochs with the train/validation NLL (nats per row).
-      mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis to shard batches over.
+      mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis to shard batches over; it
+        may span several processes (:mod:`jaxflows.distributed`), whose rows can be
+        global arrays (``distributed.process_local_rows``).
       checkpoint_dir: where the training state is written (atomically) after every epoch.
       resume: continue from ``checkpoint_dir``'s state; the result equals an
         uninterrupted run. Another run's state (the fingerprint differs) is refused

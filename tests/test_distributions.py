@@ -7,6 +7,7 @@ import pytest
 import scipy.stats
 
 import jaxflows as jf
+from jaxflows.distributions import make_base, mixture_of_gaussians
 
 
 def test_standard_normal_matches_scipy_and_samples():
@@ -55,3 +56,22 @@ def test_flow_with_uniform_base_is_a_density_on_the_image_of_the_box():
 def test_unknown_base_name():
     with pytest.raises(ValueError, match="base must be one of"):
         jf.maf(2, base="cauchy")
+
+
+def test_mixture_of_gaussians_base():
+    base = mixture_of_gaussians(2, 3)
+    params = base.init(jax.random.PRNGKey(0))
+    assert params["loc"].shape == (3, 2) and np.ptp(np.asarray(params["loc"])) > 0
+    params = {"logits": jnp.log(jnp.array([0.2, 0.3, 0.5])),
+              "loc": jnp.array([[-3.0, 0.0], [0.0, 3.0], [2.0, -2.0]]),
+              "log_scale": jnp.log(jnp.array([[0.5, 1.0], [1.0, 0.3], [0.7, 0.7]]))}
+    x = jnp.array([0.4, -1.1])
+    from scipy.stats import multivariate_normal as mvn
+    want = np.log(sum(w * mvn(m, np.diag(np.exp(2 * s))).pdf(x) for w, m, s in
+                      zip([0.2, 0.3, 0.5], np.asarray(params["loc"]), np.asarray(params["log_scale"]))))
+    np.testing.assert_allclose(base.log_prob(params, x), want, rtol=1e-5)
+    s = base.sample(params, jax.random.PRNGKey(0), (20000,))
+    np.testing.assert_allclose(s.mean(0), [0.2 * -3 + 0.5 * 2, 0.3 * 3 + 0.5 * -2], atol=0.05)
+    assert make_base("mog", 4).dim == 4
+    with pytest.raises(ValueError, match="num_components"):
+        mixture_of_gaussians(2, 0)

@@ -1,16 +1,21 @@
-"""Every flow factory: the Flow API, normalisation, bases, configs and -- for
-every factory -- that the context reaches every conditioner (flowjax #147)."""
+"""The model zoo (``jaxflows.models``): every factory through the Flow API,
+normalisation, bases, configs, determinism, training, and -- for every factory --
+that the context reaches every conditioner (flowjax #147)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.stats
 
-import jaxflows.flows as flows
+import jaxflows as jf
+import jaxflows.models as models
+from jaxflows import bijectors as B
 from jaxflows._types import Bijector
 from jaxflows.bijectors import maf_layer
-from jaxflows.distributions import make_base, mixture_of_gaussians
+from jaxflows.data import two_moons
+from jaxflows.flows import transformed
 from jaxflows.testing import perturb_params
 
 KEY = jax.random.PRNGKey(0)
@@ -29,12 +34,12 @@ VARIANTS = {
 
 def build(variant, **extra):
     kw = dict(VARIANTS[variant])
-    factory = flows.FACTORIES[kw.pop("factory")]
+    factory = models.FACTORIES[kw.pop("factory")]
     return factory(extra.pop("dim", 3), **SMALL, **kw, **extra)
 
 
 def test_every_factory_is_covered():
-    assert {v["factory"] for v in VARIANTS.values()} == set(flows.FACTORIES)
+    assert {v["factory"] for v in VARIANTS.values()} == set(models.FACTORIES)
 
 
 def assert_context_matters(flow, params, x, key=jax.random.PRNGKey(5)):
@@ -78,7 +83,7 @@ def test_context_check_catches_a_conditioner_that_ignores_its_context():
     inner = maf_layer(3, hidden=(8,))  # unconditional conditioner
     buggy = Bijector(inner.init, lambda p, x, c=None: inner.forward(p, x),
                      lambda p, y, c=None: inner.inverse(p, y))
-    flow = flows.transformed(buggy, "normal", dim=3, context_dim=2)
+    flow = transformed(buggy, "normal", dim=3, context_dim=2)
     params = perturb_params(flow.init(KEY), jax.random.PRNGKey(1), 0.2)
     with pytest.raises(AssertionError, match="does not depend on the context"):
         assert_context_matters(flow, params, jnp.ones((2, 3)))
@@ -91,16 +96,18 @@ def test_flow_api_roundtrips_and_config(variant):
     x = 1.5 * jax.random.normal(jax.random.PRNGKey(2), (7, 3))
     z = flow.to_latent(params, x)
     np.testing.assert_allclose(flow.from_latent(params, z), x, rtol=1e-4, atol=1e-4)
+    z0 = jax.random.normal(jax.random.PRNGKey(3), (5, 3))
+    np.testing.assert_allclose(flow.to_latent(params, flow.from_latent(params, z0)), z0, atol=1e-4)
     xs, lps = flow.sample_and_log_prob(params, KEY, (2, 3))
     assert xs.shape == (2, 3, 3) and lps.shape == (2, 3)
     np.testing.assert_allclose(lps, flow.log_prob(params, xs), rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(flow.sample(params, KEY, (2, 3)), xs, rtol=1e-6)
-    rebuilt = flows.from_config(flow.config)
+    rebuilt = models.from_config(flow.config)
     assert rebuilt.config == flow.config
     np.testing.assert_allclose(rebuilt.log_prob(params, x), flow.log_prob(params, x), rtol=1e-6)
 
 
-@pytest.mark.parametrize("variant", ["realnvp", "nsf", "nsf_coupling", "maf_batch_norm_mog"])
+@pytest.mark.parametrize("variant", ["maf", "iaf", "realnvp", "nsf", "nsf_coupling", "maf_batch_norm_mog"])
 def test_density_integrates_to_one(variant):
     flow = build(variant, dim=2)
     params = perturb_params(flow.init(KEY), jax.random.PRNGKey(1), 0.15)
@@ -110,36 +117,23 @@ def test_density_integrates_to_one(variant):
     assert abs(mass - 1.0) < 0.02, mass
 
 
-def test_mixture_of_gaussians_base():
-    base = mixture_of_gaussians(2, 3)
-    params = base.init(KEY)
-    assert params["loc"].shape == (3, 2) and np.ptp(np.asarray(params["loc"])) > 0
-    params = {"logits": jnp.log(jnp.array([0.2, 0.3, 0.5])),
-              "loc": jnp.array([[-3.0, 0.0], [0.0, 3.0], [2.0, -2.0]]),
-              "log_scale": jnp.log(jnp.array([[0.5, 1.0], [1.0, 0.3], [0.7, 0.7]]))}
-    x = jnp.array([0.4, -1.1])
-    from scipy.stats import multivariate_normal as mvn
-    want = np.log(sum(w * mvn(m, np.diag(np.exp(2 * s))).pdf(x) for w, m, s in
-                      zip([0.2, 0.3, 0.5], np.asarray(params["loc"]), np.asarray(params["log_scale"]))))
-    np.testing.assert_allclose(base.log_prob(params, x), want, rtol=1e-5)
-    s = base.sample(params, KEY, (20000,))
-    np.testing.assert_allclose(s.mean(0), [0.2 * -3 + 0.5 * 2, 0.3 * 3 + 0.5 * -2], atol=0.05)
-    assert make_base("mog", 4).dim == 4
-    with pytest.raises(ValueError, match="num_components"):
-        mixture_of_gaussians(2, 0)
-
-
 def test_factory_errors():
     with pytest.raises(ValueError, match="mask must be 'alternate' or 'half'"):
-        flows.realnvp(3, mask="checkerboard")
+        models.realnvp(3, mask="checkerboard")
     with pytest.raises(ValueError, match="residual=True applies to the autoregressive NSF"):
-        flows.nsf(3, coupling_layers=True, residual=True)
+        models.nsf(3, coupling_layers=True, residual=True)
     with pytest.raises(ValueError, match="context_dim must be None or a positive integer"):
-        flows.realnvp(3, context_dim=0)
+        models.realnvp(3, context_dim=0)
     with pytest.raises(ValueError, match="num_bins"):
-        flows.nsf(3, num_bins=0)
+        models.nsf(3, num_bins=0)
     with pytest.raises(ValueError, match="dim must be a positive integer"):
-        flows.nsf(0)
+        models.nsf(0)
+    with pytest.raises(ValueError, match="permutation must be"):
+        jf.maf(3, permutation="shuffle")
+    with pytest.raises(ValueError, match="dim must be a positive integer"):
+        jf.iaf(0)
+    with pytest.raises(ValueError, match="hidden width 2 is smaller"):
+        jf.maf(5, hidden=(2,))
 
 
 @pytest.mark.parametrize("variant", ["realnvp", "nsf_coupling"])
@@ -156,3 +150,73 @@ def test_fit_learns_a_correlated_gaussian(variant):
         data, np.zeros(2), np.array([[1.0, 0.8], [0.8, 1.0]])))))
     final = -float(jnp.mean(flow.log_prob(params, data)))
     assert final < hist["train_loss"][0] and final < true_nll + 0.15, (final, true_nll)
+
+
+# --- determinism, configuration, the stacked layers, training ---------------------------------
+
+def test_same_keys_same_results():
+    flow = jf.maf(2, num_layers=2, hidden=(8,))
+    p1, p2 = flow.init(jax.random.PRNGKey(7)), flow.init(jax.random.PRNGKey(7))
+    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(flow.sample(p1, jax.random.PRNGKey(1), (4,)),
+                                  flow.sample(p2, jax.random.PRNGKey(1), (4,)))
+    data = two_moons(0, 256)
+    f1, _ = jf.fit(flow, p1, data, key=jax.random.PRNGKey(3), num_epochs=2, batch_size=64)
+    f2, _ = jf.fit(flow, p2, data, key=jax.random.PRNGKey(3), num_epochs=2, batch_size=64)
+    for a, b in zip(jax.tree_util.tree_leaves(f1), jax.tree_util.tree_leaves(f2)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_random_permutation_is_configuration():
+    a = jf.maf(4, num_layers=3, hidden=(8,), permutation="random", permutation_seed=5)
+    b = jf.from_config(a.config)
+    c = jf.maf(4, num_layers=3, hidden=(8,), permutation="random", permutation_seed=6)
+    params = perturb_params(a.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.5)
+    x = jax.random.normal(jax.random.PRNGKey(2), (3, 4))
+    np.testing.assert_array_equal(a.log_prob(params, x), b.log_prob(params, x))
+    assert not np.allclose(a.log_prob(params, x), c.log_prob(params, x))
+
+
+def test_stacked_flow_equals_explicit_chain_of_layers():
+    """The folded per-layer orders equal MAF layers with reverse permutations between them."""
+    dim, n = 3, 3
+    flow = jf.maf(dim, num_layers=n, hidden=(6,), permutation="reverse", min_scale=1e-3,
+                  input_bound=None)  # the settings of a plain maf_layer
+    params = perturb_params(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.5)
+    layer = B.maf_layer(dim, hidden=(6,))
+    rev = B.reverse(dim)
+    parts, chain_params = [], []
+    for l in range(n):
+        p_l = jax.tree_util.tree_map(lambda a: a[l], params["bijector"])
+        if l % 2 == 1:
+            # a reversed-order layer == reverse . natural-order layer . reverse, with the
+            # weights that read inputs and the outputs re-indexed by the permutation
+            p_l = {"hidden": ({**p_l["hidden"][0], "w": p_l["hidden"][0]["w"][::-1]},),
+                   "out": {"w": p_l["out"]["w"].reshape(6, dim, 2)[:, ::-1].reshape(6, 2 * dim),
+                           "b": p_l["out"]["b"].reshape(dim, 2)[::-1].reshape(2 * dim)}}
+            parts += [rev, layer, rev]
+            chain_params += [{}, p_l, {}]
+        else:
+            parts.append(layer)
+            chain_params.append(p_l)
+    ref = B.chain(*parts)
+    x = jax.random.normal(jax.random.PRNGKey(2), (dim,))
+    z_ref, ld_ref = ref.inverse(tuple(chain_params), x)
+    z, ld = flow.bijector.inverse(params["bijector"], x)
+    np.testing.assert_allclose(z, z_ref, atol=1e-5)
+    np.testing.assert_allclose(ld, ld_ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["maf", "iaf"])
+def test_fit_beats_best_gaussian_on_two_moons(name):
+    train, test = two_moons(0, 2000), two_moons(1, 1000)
+    gauss = scipy.stats.multivariate_normal(train.mean(0), np.cov(train.T))
+    gauss_nll = -gauss.logpdf(test).mean()
+    flow = models.FACTORIES[name](2, num_layers=4, hidden=(32, 32))
+    params = flow.init(jax.random.PRNGKey(0))
+    params, hist = jf.fit(flow, params, train, key=jax.random.PRNGKey(1), num_epochs=40,
+                          batch_size=100, optimizer=optax.adam(2e-3), patience=None, progress=False)
+    nll = -float(jnp.mean(flow.log_prob(params, test)))
+    assert hist["train_loss"][-1] < hist["train_loss"][0]
+    assert nll < gauss_nll - 0.2, f"flow NLL {nll:.3f} vs best Gaussian {gauss_nll:.3f}"
