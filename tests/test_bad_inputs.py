@@ -22,7 +22,7 @@ import pytest
 
 import jaxflows as jf
 from jaxflows import checkpoint as ckpt
-from jaxflows import cli
+from jaxflows import cli, cli_common
 from jaxflows.data import DataWarning, load_array
 from jaxflows.distributions import diag_normal, mixture_of_gaussians, uniform
 from jaxflows.train import fit
@@ -310,7 +310,7 @@ def test_directory_lock_refuses_a_second_holder(tmp_path):
 
 
 def test_write_json_is_strict_with_null(tmp_path):
-    p = cli._write_json(str(tmp_path / "m.json"), {"a": float("nan"), "b": [1.0, -float("inf")],
+    p = cli_common.write_json(str(tmp_path / "m.json"), {"a": float("nan"), "b": [1.0, -float("inf")],
                                                    "c": {"d": float("inf"), "e": 2}})
 
     def refuse(name):
@@ -339,11 +339,11 @@ def test_numeric_header_is_detected_and_can_be_forced(tmp_path):
 def test_outlier_warning_names_column_and_row(capsys):
     x = np.random.default_rng(0).normal(size=(200, 3))
     x[17, 1] = 1e30
-    cli._warn_outliers("d.csv", x, ["a", "b", "c"], False)
+    cli_common.warn_outliers("d.csv", x, ["a", "b", "c"], False)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "column 'b'" in err[0] and "data row 17" in err[0] and "1e+30" in err[0]
-    cli._warn_outliers("d.csv", np.random.default_rng(1).standard_t(2, size=(500, 3)), None, False)
+    cli_common.warn_outliers("d.csv", np.random.default_rng(1).standard_t(2, size=(500, 3)), None, False)
     assert capsys.readouterr().err == ""  # heavy tails are not outliers
 
 
@@ -436,7 +436,7 @@ def run(tmp_path_factory):
         for row in rng.normal(size=(60, 2)):
             f.write(f"{row[0]:.6f},{row[1]:.6f}\n")
     out = d / "run"
-    real_score = cli._score
+    real_score = cli_common.score_rows
 
     def score(flow, params, x):
         ll = real_score(flow, params, x)
@@ -446,7 +446,7 @@ def run(tmp_path_factory):
         return ll
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cli, "_score", score)
+        mp.setattr(cli_common, "score_rows", score)
         code = cli.main(["fit", str(csv), "--layers", "1", "--hidden", "4", "--epochs", "1",
                          "--batch-size", "16", "--out", str(out), "--no-plot", "--no-progress"])
     return d, csv, out, code
@@ -465,8 +465,8 @@ def test_cli_non_finite_test_likelihood_strict_json_and_message(run, capsys):
 
 def test_cli_non_finite_message_is_one_line(tmp_path, capsys, monkeypatch, run):
     d, csv, out, _ = run
-    real_score = cli._score
-    monkeypatch.setattr(cli, "_score", lambda f, p, x: np.full(len(x), -np.inf)
+    real_score = cli_common.score_rows
+    monkeypatch.setattr(cli_common, "score_rows", lambda f, p, x: np.full(len(x), -np.inf)
                         if len(x) == 6 else real_score(f, p, x))
     line = _cli_error(["fit", csv, "--layers", "1", "--hidden", "4", "--epochs", "1",
                        "--batch-size", "16", "--out", tmp_path / "r", "--no-plot",
@@ -526,7 +526,7 @@ def test_cli_fit_lock_and_header_flags(run, capsys):
     assert not (d / "never").exists()  # a failed fit leaves no empty output directory
     for flag, rows in (("--no-header", 61), ("--header", 60)):
         args = cli.build_parser().parse_args(["fit", str(csv), flag])
-        x, names = cli._load_data(str(csv), args)
+        x, names = cli_common.load_data(str(csv), args)
         assert x.shape == (rows, 2)
     np.save(d / "x.npy", np.zeros((20, 2)))
     line = _cli_error(["fit", d / "x.npy", "--header", "--out", d / "nh"], capsys)
