@@ -1,14 +1,12 @@
 """Training over several processes (hosts) with JAX's multi-process runtime.
 
-JAX runs one Python process per host (or per group of accelerators); each
-process drives its local devices, and a :class:`jax.sharding.Mesh` built over
-``jax.devices()`` spans the devices of all processes. :func:`jaxflows.fit` with
-``mesh=`` splits every batch over the mesh's ``"data"`` axis and XLA
-all-reduces the gradients across processes, so every process takes the same
-optimisation steps and ends with the same params. Start the runtime with
-:func:`initialize` (or :func:`jax.distributed.initialize`) before any other
-JAX call; the command line does it with ``jaxflows fit --coordinator HOST:PORT
---num-processes N --process-id I``.
+JAX runs one Python process per host (or group of accelerators), each driving its
+local devices; a :class:`jax.sharding.Mesh` over ``jax.devices()`` spans them all.
+:func:`jaxflows.fit` with ``mesh=`` splits every batch over the mesh's ``"data"``
+axis and XLA all-reduces the gradients across processes, so every process takes
+the same steps and ends with the same params. Start the runtime with
+:func:`initialize` (or :func:`jax.distributed.initialize`) before any other JAX
+call; ``jaxflows fit --coordinator HOST:PORT --num-processes N --process-id I`` does.
 
 Two ways to give the processes their data:
 
@@ -291,15 +289,18 @@ def nonfinite_rows(a: jax.Array) -> np.ndarray:
     return np.flatnonzero(~np.asarray(ok.addressable_data(0)))
 
 
-def take_rows(a: jax.Array, idx) -> jax.Array:
+def take_rows(a: jax.Array, idx, local: bool = False):
     """Rows ``idx`` of an array spread over several processes, gathered on the
-    devices (the same ``idx`` on every process); the result is split over the
-    same mesh's ``"data"`` axis when its length allows, else replicated."""
-    idx, sharding, out = np.asarray(idx), a.sharding, None
-    if isinstance(sharding, jax.sharding.NamedSharding) and DATA_AXIS in sharding.mesh.axis_names:
-        if idx.shape[0] % int(sharding.mesh.shape[DATA_AXIS]) == 0:
-            out = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(DATA_AXIS))
-    return _take_fn(out)(a, idx)
+    devices (the same ``idx`` on every process; a collective). The result is
+    split over the same mesh's ``"data"`` axis when its length allows, else
+    replicated; ``local=True``: a NumPy copy on every process instead."""
+    idx, mesh, out = np.asarray(idx), getattr(a.sharding, "mesh", None), None
+    split = mesh is not None and DATA_AXIS in mesh.axis_names
+    if local or (split and idx.shape[0] % int(mesh.shape[DATA_AXIS]) == 0):
+        spec = jax.sharding.PartitionSpec(*(() if local else (DATA_AXIS,)))
+        out = jax.sharding.NamedSharding(mesh, spec)
+    rows = _take_fn(out)(a, idx)
+    return np.asarray(rows.addressable_data(0)) if local else rows
 
 
 @functools.lru_cache(maxsize=8)

@@ -64,7 +64,11 @@ def check_fitted_samples(flow: Flow, params, key, context, history) -> None:
     m, ctx = CHECK_SAMPLES, None
     if flow.context_dim is not None:
         m = min(m, context.shape[0])
-        ctx = jnp.asarray(take(context, np.arange(m)))
+        if isinstance(context, jax.Array) and not context.is_fully_addressable:
+            from .distributed import take_rows  # rows spread over processes: a local copy
+            ctx = jnp.asarray(take_rows(context, np.arange(m), local=True))
+        else:
+            ctx = jnp.asarray(take(context, np.arange(m)))
     draw = _compiled_draw(flow.sample_and_log_prob, m, ctx is not None)
     x, lp = draw(params, jax.random.fold_in(key, 0x5AFE), ctx)
     bad = int(np.sum(~(np.isfinite(np.asarray(x)).all(axis=-1) & np.isfinite(np.asarray(lp)))))

@@ -33,8 +33,8 @@ import pytest
 from jaxflows import distributed
 
 WORKER = os.path.join(os.path.dirname(__file__), "_multiprocess_worker.py")
-TIMEOUT = 240  # seconds, for all three processes together
-TOL = 1e-6  # observed: 1.5e-8 (a, b, c) and 1e-9 (e); float32 summation order differs
+TIMEOUT = 480  # seconds, for all three together (about 20 CPU-seconds each; 2 busy cores can be slow)
+TOL = 1e-6  # observed: 1.5e-8 (a), 7.5e-9 (b, c), 6e-10 (e); float32 summation order differs
 
 
 def _free_port() -> int:
