@@ -286,9 +286,8 @@ def fit(flow: Flow, params, data, *, key, optimizer: Optional[optax.GradientTran
         ``val_fraction`` of ``data`` is held out (``0``: no validation).
       patience: epochs without a better validation loss before stopping (``None``: never).
       progress: a tqdm bar over epochs with the train/validation NLL (nats per row).
-      mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis to shard batches over; it
-        may span several processes (:mod:`jaxflows.distributed`), whose rows can be
-        global arrays (``distributed.process_local_rows``).
+      mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis to shard batches over, possibly
+        over several processes (rows as global arrays: ``distributed.process_local_rows``).
       checkpoint_dir: where the training state is written (atomically) after every epoch.
       resume: continue from ``checkpoint_dir``'s state; the result equals an
         uninterrupted run. Another run's state (the fingerprint differs) is refused
@@ -309,10 +308,9 @@ def fit(flow: Flow, params, data, *, key, optimizer: Optional[optax.GradientTran
       TrainingDiverged: ``max_bad_steps`` skipped steps in a row, or non-finite samples
         from the fitted flow; it carries ``params`` (the best so far) and ``history``.
     """
-    check_fit_arguments(batch_size=batch_size, num_epochs=num_epochs,
-                         max_bad_steps=max_bad_steps, patience=patience, val_fraction=val_fraction,
-                         run_settings=run_settings, resume=resume, checkpoint_dir=checkpoint_dir,
-                         mesh=mesh)
+    check_fit_arguments(batch_size=batch_size, num_epochs=num_epochs, max_bad_steps=max_bad_steps,
+                        patience=patience, val_fraction=val_fraction, run_settings=run_settings,
+                        resume=resume, checkpoint_dir=checkpoint_dir, mesh=mesh)
     rows = check_fit_rows(flow, data, context, val_data, val_context)
     prepared = prepare_fit(flow, rows.data, rows.val_data, loss_fn)  # warns about raw-scale data
     run = _prepare(flow, rows, prepared, key=key, loss_fn=loss_fn, val_fraction=val_fraction,
