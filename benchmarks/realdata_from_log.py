@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/realdata_from_log.py LOG --budget full --out results/STEM
 
 ``realdata.py`` writes its JSON only when every run is done; its log has one line per finished
-run (test log-likelihood mean, KL, epochs, seconds, sample counts).  This keeps those runs: each
+run (test log-likelihood mean, KL, epochs, seconds, sample counts) and, per seed, each model's
+paired comparison with flowjax's MAF.  This keeps those runs: each
 becomes a ``runs`` entry with ``test_ll.mean`` (and ``test_bpd`` for MNIST, ``kl`` for targets)
 and no per-row statistics, and ``meta.note`` says so.  ``--render`` on the result prints the
 usual table.
@@ -25,6 +26,8 @@ import _realdata_common as RC  # noqa: E402
 HEAD = re.compile(r"^\S+ (\w+) seed (\d+): dim (\d+), train/val/test (\d+)/(\d+)/(\d+)")
 RUN = re.compile(r"^\S+\s+(\w+): test LL (\S+)(?:, KL (\S+))? \((\d+) epochs, (\S+) s; samples (\d+) "
                  r"non-finite, (\d+) far of (\d+)\)")
+CMP = re.compile(r"^\S+\s+(\w+) - flowjax_maf: (\S+) ± (\S+) nats per row \(paired over (\d+) test rows\), "
+                 r"wins (\d+) / (\d+)")
 
 
 def main(argv=None):
@@ -33,7 +36,7 @@ def main(argv=None):
     ap.add_argument("--budget", default="full")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    runs, datasets, cur = [], {}, None
+    runs, comps, datasets, cur = [], [], {}, None
     with open(a.log) as fh:
         for line in fh:
             m = HEAD.match(line)
@@ -44,6 +47,14 @@ def main(argv=None):
                 datasets[name] = {"dim": int(m.group(3)), "units": "see realdata.py", "budget": b,
                                   "protocol": RC.PROTOCOL[name]}
                 cur = (name, seed)
+                continue
+            m = CMP.match(line)
+            if m and cur:
+                diff, se = float(m.group(2)), float(m.group(3))
+                comps.append({"dataset": cur[0], "seed": cur[1], "model": m.group(1), "peer": "flowjax_maf",
+                              "difference": diff, "difference_se": se, "n": int(m.group(4)),
+                              "z": diff / se if se > 0 else math.copysign(math.inf, diff),
+                              "wins_a": int(m.group(5)), "wins_b": int(m.group(6))})
                 continue
             m = RUN.match(line)
             if m and cur:
@@ -66,7 +77,7 @@ def main(argv=None):
                        "versions": {"jax": jax.__version__},
                        "note": f"rebuilt from the log {os.path.basename(a.log)} of a run stopped "
                                "before its end: per-seed means only"},
-              "datasets": datasets, "runs": runs}
+              "datasets": datasets, "runs": runs, "comparisons": comps}
     C.write_json(a.out + ".json", report)
     table = RC.markdown(report).replace(" (0) | ", " (n/a) | ")  # the log has no best epoch
     with open(a.out + ".md", "w") as fh:
