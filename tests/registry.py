@@ -7,7 +7,7 @@ conditional ones).  Factories are lazy so that importing the registry builds
 nothing; sizes are small (dim 3-5, hidden 8) to keep compilation cheap.
 
 A new bijector joins the package -> it joins ``REGISTRY``; ``test_conformance``
-runs every entry in float32 and ``conformance_x64`` in float64.  ``FLOW_REGISTRY``
+runs every entry in float32 and again in float64 (under ``jax.enable_x64(True)``).  ``FLOW_REGISTRY``
 holds whole flows' bijectors (compositions of registered parts), run in float32.
 """
 
