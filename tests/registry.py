@@ -133,7 +133,7 @@ REGISTRY = {
     "lu_linear": lambda: (lu_linear(D), dict(dim=D)),
     "lu_linear_permuted": lambda: (lu_linear(5, permutation_seed=0), dict(dim=5)),
     "act_norm": lambda: (act_norm(D), dict(dim=D)),
-    # batch norm (eval mode; the training mode is tested in test_family_batchnorm)
+    # batch norm (eval mode; the training mode is tested in tests/bijectors/test_batchnorm.py)
     "batch_norm": lambda: (batch_norm(D), dict(dim=D)),
 }
 
