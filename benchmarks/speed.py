@@ -500,7 +500,7 @@ def _get(doc, *path):
     return doc
 
 
-def _spread_text(sp: Optional[Dict[str, float]], fmt: str = "{:.2f}x") -> str:
+def _spread_text(sp: Optional[Dict[str, float]], fmt: str = "{:.2f}×") -> str:
     if not sp:
         return "-"
     return f"{fmt.format(sp['median'])} ({fmt.format(sp['min'])}–{fmt.format(sp['max'])})"
@@ -603,10 +603,6 @@ def render(doc: Dict[str, Any]) -> str:
                       f"({mmr:.0f} GFLOP/s, median over runs): jaxflows "
                       f"{_spread_text(ts['libs']['jaxflows']['pct_of_matmul'], '{:.0f}%')}, flowjax "
                       f"{_spread_text(ts['libs']['flowjax']['pct_of_matmul'], '{:.0f}%')}."]
-        lp = L.get("log_prob")
-        if lp and ts:
-            g = lp["flops"] / lp["libs"]["jaxflows"]["median_s"] / 1e9
-            lines += [f"MAF log_prob: jaxflows {g:.0f} GFLOP/s ({100 * g / mmr:.0f}% of that matmul rate)."]
         ex = L.get("exactness")
         if ex:
             lines += ["", "Cached inversion vs the `lax.scan` reference (`method=\"scan\"`), trained params, "
@@ -696,9 +692,9 @@ def plot(doc: Dict[str, Any], path: str) -> Optional[str]:
         (axes[1], "sequential direction", ("maf_sample", "iaf_log_prob")),
     ):
         for lib in LIBS:
-            for key, style in zip(keys, ("-", "--")):
+            for key, style, marker in zip(keys, ("-", "--"), ("o", "s")):
                 pts = sorted((int(d), r[key]["libs"][lib]["median_s"]) for d, r in sw.items())
-                ax.plot(*zip(*pts), style, marker="o", color=colors[lib], label=f"{lib} {key.replace('_', ' ', 1)}")
+                ax.plot(*zip(*pts), style, marker=marker, color=colors[lib], label=f"{lib} {key.replace('_', ' ', 1)}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("dim")
