@@ -1,4 +1,6 @@
-"""Time jaxflows' MAF and IAF (run in the project venv).
+"""jaxflows' MAF and IAF: the adapter ``speed.py`` times in-process against flowjax.
+
+Run alone, it times jaxflows by itself on ``_runner.py``'s schedule:
 
     .venv/bin/python benchmarks/bench_jaxflows.py --out /tmp/jaxflows.json
 

@@ -1,6 +1,10 @@
-"""Time flowjax's masked autoregressive flows (run in the bench venv).
+"""flowjax's masked autoregressive flows: the adapter ``speed.py`` times in-process.
 
-    .venv-bench/bin/python benchmarks/peer_flowjax.py --out /tmp/flowjax.json
+``speed.py`` builds this adapter beside jaxflows' in one process and
+interleaves their calls.  Run alone (any venv with flowjax), it times flowjax
+by itself on ``_runner.py``'s schedule:
+
+    .venv/bin/python benchmarks/peer_flowjax.py --out /tmp/flowjax.json
 
 MAF: ``masked_autoregressive_flow(..., invert=True)`` (flowjax's default:
 parallel log_prob, ``lax.scan`` sampling).  IAF:
