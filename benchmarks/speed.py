@@ -1,7 +1,7 @@
 """Speed benchmark: jaxflows and flowjax in ONE process, calls interleaved.
 
-    python benchmarks/speed.py                # full run (about 10 min on 2 idle CPU cores)
-    python benchmarks/speed.py --quick        # smoke run (about a minute)
+    python benchmarks/speed.py                # full run (47 min on 2 cores shared at load 11-21)
+    python benchmarks/speed.py --quick        # smoke run (under 2 minutes of CPU time)
     python benchmarks/speed.py --render benchmarks/results/speed-cpu.json   # tables again
 
 Why one process: two libraries timed in separate processes, one after the
@@ -774,7 +774,7 @@ def main(argv=None) -> int:
                    help=f"comma-separated subset of {','.join(SECTIONS)} (default all; --quick: S,sweep,compile,memory)")
     p.add_argument("--runs", type=int, default=3, help="interleaved runs per measurement (the ratio's spread is over these; >= 3)")
     p.add_argument("--dims", default=None, help="sweep dims (default 8,16,32,64,128; --quick: 8)")
-    p.add_argument("--quick", action="store_true", help="smoke run (about a minute on an idle 2-core machine): sections S, sweep at dim 8, compile at "
+    p.add_argument("--quick", action="store_true", help="smoke run (under 2 minutes of CPU time): sections S, sweep at dim 8, compile at "
                         "5 and 10 layers, memory; short budgets, 8 train steps, no zuko")
     p.add_argument("--zuko-python", default=None,
                    help="python with zuko and torch for the separate zuko process (default .venv-bench/bin/python if "
