@@ -329,7 +329,7 @@ def merge_reports(paths):
     if len(reports) > 1:
         merged["meta"]["total_s"] = sum(r["meta"]["total_s"] for r in reports)
         merged["meta"]["seeds"] = sorted({x.get("seed", 0) for x in merged["runs"]})
-        merged["meta"]["command"] = [r["meta"]["command"] for r in reports]
+        merged["meta"]["command"] = [r["meta"].get("command", r["meta"].get("note", "")) for r in reports]
     order = {d: i for i, d in enumerate(RC.DATASETS)}
     models = {m: i for i, m in enumerate(RC.MODELS)}
     merged["runs"].sort(key=lambda r: (order[r["dataset"]], models[r["model"]], r.get("seed", 0)))
