@@ -22,6 +22,15 @@ def _x64_does_not_leak(request):
                     pytrace=False)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module: a pytest-xdist worker
+    otherwise keeps every executable of every module it ran (several GB by the end of
+    the suite), and modules rarely share one."""
+    yield
+    jax.clear_caches()
+
+
 # --------------------------------------------------------------------------
 # --cpu-durations=N: the N tests that used the most CPU time (this process and the
 # subprocesses it waited for). Unlike --durations (wall time), it does not grow when
