@@ -220,3 +220,26 @@ def test_fit_beats_best_gaussian_on_two_moons(name):
     nll = -float(jnp.mean(flow.log_prob(params, test)))
     assert hist["train_loss"][-1] < hist["train_loss"][0]
     assert nll < gauss_nll - 0.2, f"flow NLL {nll:.3f} vs best Gaussian {gauss_nll:.3f}"
+
+
+def test_maf_init_schemes_and_configs_saved_before_the_uniform_default():
+    """jf.maf draws its hidden layers from U(±1/sqrt(fan_in)) by default, "normal" gives
+    N(0, 1/fan_in) weights with U(-1, 1) biases; the output layer is zero either way, and a
+    config without ``init`` (saved before the default changed) rebuilds with "normal"."""
+    key = jax.random.PRNGKey(0)
+    uni = jf.maf(8, num_layers=2, hidden=(256,))
+    nor = jf.maf(8, num_layers=2, hidden=(256,), init="normal")
+    pu, pn = uni.init(key)["bijector"], nor.init(key)["bijector"]
+    lim = 1 / np.sqrt(8)
+    for p in (pu, pn):
+        assert not np.any(np.asarray(p["out"]["w"])) and not np.any(np.asarray(p["out"]["b"]))
+    assert np.abs(np.asarray(pu["hidden"][0]["w"])).max() <= lim
+    assert np.abs(np.asarray(pu["hidden"][0]["b"])).max() <= lim
+    assert np.abs(np.asarray(pn["hidden"][0]["b"])).max() > 0.9  # U(-1, 1)
+    assert np.std(np.asarray(pn["hidden"][0]["w"])) == pytest.approx(lim, rel=0.1)
+    assert uni.config["kwargs"]["init"] == "uniform"
+    old = {"factory": "maf", "kwargs": {k: v for k, v in uni.config["kwargs"].items()
+                                         if k not in ("init", "input_bound")}}
+    assert jf.from_config(old).config["kwargs"]["init"] == "normal"
+    with pytest.raises(ValueError, match="init must be one of"):
+        jf.maf(8, init="xavier")
