@@ -15,10 +15,8 @@ __all__ = ["cmd_sample", "cmd_score", "cmd_compare", "cmd_info"]
 
 def cmd_sample(args, out=None) -> int:
     out = sys.stdout if out is None else out
-    ckpt = common.load_checkpoint(args.checkpoint)
-    if ckpt.flow.context_dim is not None:
-        raise ValueError("this checkpoint holds a conditional flow; sample it from Python "
-                         "with a context")
+    ckpt = common.load_unconditional(args.checkpoint, "this checkpoint holds a conditional flow; "
+                                     "sample it from Python with a context")
     import numpy as np
     x, z = common.sample_rows(ckpt.flow, ckpt.params, args.num, args.seed)
     bad = common.nonfinite_rows(x)
@@ -83,10 +81,8 @@ def _column_hint(names, ckpt) -> str:
 
 def cmd_score(args, out=None) -> int:
     out = sys.stdout if out is None else out
-    ckpt = common.load_checkpoint(args.checkpoint)
-    if ckpt.flow.context_dim is not None:
-        raise ValueError("this checkpoint holds a conditional flow; score it from Python "
-                         "with a context")
+    ckpt = common.load_unconditional(args.checkpoint, "this checkpoint holds a conditional flow; "
+                                     "score it from Python with a context")
     import numpy as np
     # rows with +-Inf are kept (they score -inf); rows with NaN are refused, naming row and line
     x, names = common.load_data(args.data, args, allow_inf=True)
@@ -155,11 +151,9 @@ def cmd_compare(args, out=None) -> int:
     if args.json and not args.json.lower().endswith(".json"):
         raise ValueError(f"--json must end in .json, got {args.json!r}")
     paths = (args.checkpoint_a, args.checkpoint_b)
-    ckpts = [common.load_checkpoint(p) for p in paths]
-    for p, ck in zip(paths, ckpts):
-        if ck.flow.context_dim is not None:
-            raise ValueError(f"checkpoint '{p}' holds a conditional flow; compare it from Python "
-                             "(jaxflows.compare on the per-row log-likelihoods)")
+    ckpts = [common.load_unconditional(p, f"checkpoint '{p}' holds a conditional flow; compare it "
+                                          "from Python (jaxflows.compare on the per-row log-likelihoods)")
+             for p in paths]
     x, _ = common.load_data(args.data, args)
     for p, ck in zip(paths, ckpts):
         if x.shape[1] != ck.flow.dim:

@@ -229,3 +229,12 @@ def load_checkpoint(path, model_only: bool = True):
             ckpt = ckpt._replace(flow=standardize(ckpt.flow, shift=ckpt.standardizer.mean,
                                                   scale=ckpt.standardizer.scale))
     return ckpt
+
+
+def load_unconditional(path, refusal: str):
+    """:func:`load_checkpoint`, refusing a conditional flow with the message ``refusal``
+    (the command line has no way to pass a context)."""
+    ckpt = load_checkpoint(path)
+    if ckpt.flow.context_dim is not None:
+        raise ValueError(refusal)
+    return ckpt

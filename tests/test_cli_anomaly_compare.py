@@ -112,3 +112,17 @@ def test_compare_bad_input(models, capsys):
     assert code == 1 and "--json must end in .json" in capsys.readouterr().err
     code = cli.main(["compare", str(d / "a.ckpt"), str(d / "missing.ckpt"), str(d / "val.npy")])
     assert code == 1 and "jaxflows: error:" in capsys.readouterr().err
+
+
+def test_sample_score_compare_refuse_a_conditional_flow(tmp_path, capsys):
+    """The command line cannot pass a context: each command says so and exits 1."""
+    flow = jaxflows.maf(2, num_layers=1, hidden=(4,), context_dim=1)
+    ckpt = str(tmp_path / "cond.ckpt")
+    checkpoint.save(ckpt, flow, flow.init(jax.random.PRNGKey(0)))
+    data = str(tmp_path / "x.npy")
+    np.save(data, np.zeros((4, 2), np.float32))
+    for argv, verb in ((["sample", ckpt, "-n", "3"], "sample it"), (["score", ckpt, data], "score it"),
+                       (["compare", ckpt, ckpt, data], "compare it")):
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert "conditional flow" in err and verb in err, err
