@@ -69,7 +69,7 @@ JAXFLOWS_MODELS = ("maf", "maf_mog", "realnvp", "nsf")
 def build_flow(model: str, dim: int, hidden):
     """The jaxflows model ``model`` at the dataset's architecture (5 layers)."""
     import jaxflows as jf
-    from jaxflows import flows
+    from jaxflows import models
     from jaxflows.distributions import mixture_of_gaussians
 
     kw = dict(num_layers=RC.NUM_LAYERS, hidden=tuple(hidden))
@@ -78,9 +78,9 @@ def build_flow(model: str, dim: int, hidden):
     if model == "maf_mog":
         return jf.maf(dim, base=mixture_of_gaussians(dim, RC.MOG_COMPONENTS), **kw)
     if model == "realnvp":
-        return flows.realnvp(dim, **kw)
+        return models.realnvp(dim, **kw)
     if model == "nsf":
-        return flows.nsf(dim, **kw)  # autoregressive RQ-NSF, 8 bins on [-3, 3]
+        return models.nsf(dim, **kw)  # autoregressive RQ-NSF, 8 bins on [-3, 3]
     raise ValueError(f"unknown jaxflows model {model!r}; known: {', '.join(JAXFLOWS_MODELS)}")
 
 
