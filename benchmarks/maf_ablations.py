@@ -84,7 +84,16 @@ VARIANTS = {
     "new+flowjax_hidden": dict(PREVIOUS, permutation="random", min_scale=1e-2, input_bound=5.0,
                                init="flowjax_hidden"),
     "new": "defaults",  # jf.maf with its current defaults
-    "flowjax": None,
+    # jf.maf's defaults with one setting changed
+    "new+no_bound": ("defaults", dict(input_bound=None)),
+    "new+bound_10": ("defaults", dict(input_bound=10.0)),
+    # the first layer on the density side (x -> z) autoregresses in the data's own order,
+    # the others in random orders (flowjax's layout: a permutation after each layer)
+    "new+natural_first": ("defaults", dict(), "natural_first"),
+    "flowjax": None,  # flowjax's MAF trained by its own fit_to_data
+    # flowjax's MAF trained by the real-data report's loop (realdata_flowjax.run_one: the
+    # same validation rows, patience and epoch cap rules as jaxflows.fit)
+    "flowjax_loop": None,
 }
 
 
@@ -153,6 +162,25 @@ def reinit(flow_params, hidden, dim, how, key):
     return dict(flow_params, bijector=dict(bij, hidden=tuple(new_hidden), out=out))
 
 
+def _with_natural_first(build):
+    """``build()`` with the last layer's order (the first one the density direction
+    applies) set to the natural order."""
+    from jaxflows import models
+
+    original = models.layer_orders
+
+    def orders(dim, num_layers, permutation="reverse", seed=0):
+        out = original(dim, num_layers, permutation, seed).copy()
+        out[-1] = np.arange(dim)
+        return out
+
+    models.layer_orders = orders
+    try:
+        return build()
+    finally:
+        models.layer_orders = original
+
+
 def run_jaxflows(spec, train, test, hidden, batch, epochs, seed):
     import jax
     import optax
@@ -160,8 +188,12 @@ def run_jaxflows(spec, train, test, hidden, batch, epochs, seed):
     import jaxflows as jf
 
     dim = train.shape[1]
-    if spec == "defaults":
-        flow = jf.maf(dim, num_layers=NUM_LAYERS, hidden=hidden)
+    if spec == "defaults" or isinstance(spec, tuple):
+        changed = spec[1] if isinstance(spec, tuple) else {}
+        if isinstance(spec, tuple) and spec[2:] == ("natural_first",):
+            flow = _with_natural_first(lambda: jf.maf(dim, num_layers=NUM_LAYERS, hidden=hidden, **changed))
+        else:
+            flow = jf.maf(dim, num_layers=NUM_LAYERS, hidden=hidden, **changed)
         params = flow.init(jax.random.PRNGKey(seed))
     else:
         flow = jf.maf(dim, num_layers=NUM_LAYERS, hidden=hidden, min_scale=spec["min_scale"],
@@ -203,11 +235,25 @@ def run_flowjax(train, test, hidden, batch, epochs, seed):
     return log_q, secs, len(val), int(np.argmin(val)), flow
 
 
+def run_flowjax_loop(train, test, hidden, batch, epochs, seed):
+    """flowjax's MAF through the report's training loop, on a 10% validation split of ``train``."""
+    import realdata_flowjax as FJ
+
+    perm = np.random.default_rng(seed + 10_000).permutation(len(train))
+    n_val = round(0.1 * len(train))
+    prep = dict(train=train[perm[n_val:]], val=train[perm[:n_val]], test=test, dim=train.shape[1],
+                test_offset=np.zeros(len(test)), bits_per_dim=False)
+    budget = dict(hidden=hidden, lr=1e-3, batch=batch, epochs=epochs, patience=10, max_s=1e9)
+    out, flow = FJ.run_one(prep, budget, seed, return_flow=True)
+    return (np.asarray(out["_log_q"], np.float64), out["train_s"], out["epochs_run"],
+            out["best_epoch"], flow)
+
+
 def sample_check(kind, flow, params, n, train, seed):
     """Non-finite samples and samples beyond 100 training standard deviations (standardised units)."""
     import jax
 
-    if kind == "flowjax":
+    if kind in ("flowjax", "flowjax_loop"):
         import equinox as eqx
 
         p, static = eqx.partition(flow, eqx.is_inexact_array)
@@ -242,8 +288,9 @@ def main(argv=None):
             # alternate the order of the variants between seeds (machine noise, warm caches)
             order = variants if seed % 2 == 0 else variants[::-1]
             for v in order:
-                if v == "flowjax":
-                    log_q, secs, ep, best, flow = run_flowjax(train, test, hidden, batch, args.epochs, seed)
+                if v in ("flowjax", "flowjax_loop"):
+                    run = run_flowjax if v == "flowjax" else run_flowjax_loop
+                    log_q, secs, ep, best, flow = run(train, test, hidden, batch, args.epochs, seed)
                     params = None
                 else:
                     log_q, secs, ep, best, flow, params = run_jaxflows(VARIANTS[v], train, test, hidden,

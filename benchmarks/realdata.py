@@ -226,11 +226,18 @@ def main(argv=None):
                          "dims; flowjax draws a tenth of the jaxflows count)")
     ap.add_argument("--out", default=None, help="output stem (default results/realdata-<budget>-<device>)")
     ap.add_argument("--render", nargs="+", metavar="JSON",
-                    help="print the table of earlier result files (several: merged) and exit")
+                    help="print the table of earlier result files (several: merged; with --out also "
+                         "write it there) and exit")
     a = ap.parse_args(argv)
     if a.render:
         report = merge_reports(a.render)
-        print(RC.markdown(report))
+        table = RC.markdown(report)
+        if a.out:  # the merged report, as a run writes one
+            os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+            C.write_json(a.out + ".json", report)
+            with open(a.out + ".md", "w") as fh:
+                fh.write(table + "\n")
+        print(table)
         return report
     datasets = _csv(a.datasets, RC.DATASETS, "datasets")
     models = _csv(a.models, RC.MODELS, "models")
