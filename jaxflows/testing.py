@@ -117,8 +117,12 @@ def check_bijector(bijector: Bijector, dim: int, *, context_dim: Optional[int] =
     fwd = lambda p, v, c=ctx: bijector.forward(p, v, c)  # noqa: E731
     inv = lambda p, v, c=ctx: bijector.inverse(p, v, c)  # noqa: E731
     x_data = x if data_domain is None else data_domain(x)
+    # every check below runs compiled (one program each), except the one eager call per
+    # direction that check 5 compares the compiled function against: op-by-op dispatch of
+    # a deep flow costs far more than compiling it
+    jitted = {"forward": jax.jit(fwd), "inverse": jax.jit(inv)}
 
-    y, ld_f, z, ld_i2 = _check_round_trips(fwd, inv, params, x, x_data, tol)  # 1.
+    y, ld_f, z, ld_i2 = _check_round_trips(jitted["forward"], jitted["inverse"], params, x, x_data, tol)  # 1.
     _check_jacobians(fwd, inv, params, x, x_data, ld_f, ld_i2, order, tol)  # 2., 3.
     if unchanged is not None:
         idx = np.asarray(unchanged)
@@ -127,11 +131,11 @@ def check_bijector(bijector: Bijector, dim: int, *, context_dim: Optional[int] =
         assert out.shape == (dim,) and out.dtype == dtype, f"{name} output {out.shape} {out.dtype}"
         assert jnp.shape(ld) == () and jnp.result_type(ld) == dtype, f"{name} log_det {jnp.shape(ld)} {jnp.result_type(ld)}"
     for name, fn, v in (("forward", fwd, x), ("inverse", inv, y)):  # 5. jit, vmap, gradients
-        _check_transforms(name, fn, params, v, ctx, tol)
+        _check_transforms(name, fn, jitted[name], params, v, ctx, tol)
     if context_dim is not None:  # 6. context
         ctx2 = jax.random.normal(k_c2, (context_dim,), dtype)
-        y2, _ = bijector.forward(params, x, ctx2)
-        z2, _ = bijector.inverse(params, x_data, ctx2)
+        y2, _ = jitted["forward"](params, x, ctx2)
+        z2, _ = jitted["inverse"](params, x_data, ctx2)
         assert not np.allclose(y2, y) and not np.allclose(z2, z), "output does not depend on the context"
     if check_inputs:  # 7. bad input (jaxflows' convention, opt-in)
         _check_bad_inputs(bijector, params, x, ctx, dim, context_dim, dtype)
@@ -149,8 +153,8 @@ def _check_callable(bijector, dtype) -> None:
 
 def _check_jacobians(fwd, inv, params, x, x_data, ld_f, ld_i, order, tol) -> None:
     """2. the log-dets equal ``slogdet`` of the Jacobians; 3. with ``order``, triangular."""
-    J_f = jax.jacfwd(lambda v: fwd(params, v)[0])(x)
-    J_i = jax.jacfwd(lambda v: inv(params, v)[0])(x_data)
+    J_f = jax.jit(jax.jacfwd(lambda p, v: fwd(p, v)[0], argnums=1))(params, x)
+    J_i = jax.jit(jax.jacfwd(lambda p, v: inv(p, v)[0], argnums=1))(params, x_data)
     _close("log_det_fwd vs slogdet(jacobian)", ld_f, jnp.linalg.slogdet(J_f)[1], tol)
     _close("log_det_inv vs slogdet(jacobian)", ld_i, jnp.linalg.slogdet(J_i)[1], tol)
     if order is not None:
@@ -187,9 +191,8 @@ def _check_triangular(order: np.ndarray, dim: int, J_f, J_i) -> None:
                 f"{name} Jacobian is diagonal: the layer ignores earlier variables")
 
 
-def _check_transforms(name, fn, params, v, ctx, tol) -> None:
+def _check_transforms(name, fn, jitted, params, v, ctx, tol) -> None:
     """5. jit equals eager without recompiling, vmap equals a loop, gradients finite."""
-    jitted = jax.jit(fn)
     out_j = jitted(params, v)
     out_e = fn(params, v)
     _close(f"jit {name} == eager", out_j[0], out_e[0], tol)
@@ -199,11 +202,11 @@ def _check_transforms(name, fn, params, v, ctx, tol) -> None:
     xs = jnp.stack([v, 0.9 * v, v + 0.1])
     cs = None if ctx is None else jnp.stack([ctx, -ctx, 2 * ctx])
     if cs is None:
-        out_v = jax.vmap(lambda a: fn(params, a))(xs)
+        out_v = jax.jit(jax.vmap(fn, in_axes=(None, 0)))(params, xs)
     else:
-        out_v = jax.vmap(lambda a, c: fn(params, a, c))(xs, cs)
+        out_v = jax.jit(jax.vmap(fn, in_axes=(None, 0, 0)))(params, xs, cs)
     for b in range(3):
-        single = fn(params, xs[b], None if cs is None else cs[b])
+        single = jitted(params, xs[b]) if cs is None else jitted(params, xs[b], cs[b])
         _close(f"vmap {name} == loop", out_v[0][b], single[0], tol)
         _close(f"vmap {name} log_det == loop", out_v[1][b], single[1], tol)
 
@@ -211,7 +214,7 @@ def _check_transforms(name, fn, params, v, ctx, tol) -> None:
         out, ld = fn(p, a)
         return jnp.sum(jnp.sin(out)) + ld
 
-    g_p, g_x = jax.grad(scalar, argnums=(0, 1))(params, v)
+    g_p, g_x = jax.jit(jax.grad(scalar, argnums=(0, 1)))(params, v)
     for leaf in jax.tree_util.tree_leaves(g_p) + [g_x]:
         assert np.all(np.isfinite(np.asarray(leaf))), f"non-finite gradient through {name}"
 

@@ -52,7 +52,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def run_script(epochs=3):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
                JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(epochs)], capture_output=True,
                        text=True, env=env, timeout=300)

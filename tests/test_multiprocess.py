@@ -45,7 +45,7 @@ def _free_port() -> int:
 
 def _start(args, devices: int, log_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}")
     for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(var, None)
     log = open(log_path, "w")
