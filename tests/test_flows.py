@@ -59,10 +59,11 @@ def test_linear_gaussian_autoregressive_layer_is_multivariate_normal(kind):
         mean, cov = mu0, M @ M.T
     x = np.random.default_rng(0).normal(size=(50, dim)).astype(np.float32) * 2
     want = scipy.stats.multivariate_normal(mean, cov).logpdf(x)
-    got = np.asarray(flow.log_prob(params, jnp.asarray(x)))
+    got = np.asarray(jax.jit(flow.log_prob)(params, jnp.asarray(x)))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     # and its samples have that mean and covariance
-    s = np.asarray(flow.sample(params, jax.random.PRNGKey(5), (20000,)), np.float64)
+    sample = jax.jit(flow.sample, static_argnums=2)
+    s = np.asarray(sample(params, jax.random.PRNGKey(5), (20000,)), np.float64)
     np.testing.assert_allclose(s.mean(0), mean, atol=0.08 * np.sqrt(np.diag(cov)).max())
     np.testing.assert_allclose(np.cov(s.T), cov, atol=0.06 * np.abs(cov).max())
 
@@ -76,11 +77,16 @@ def test_autoregressive_flow_equals_product_of_gaussian_conditionals():
     params = perturb_params(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.5)
     cfg = jf.nn.made_config(dim, (9,), 2)
     x = jax.random.normal(jax.random.PRNGKey(2), (dim,))
-    theta = jf.nn.made_apply(params["bijector"], x, cfg, np.arange(dim))
-    mu = theta[:, 0]
-    sigma = jax.nn.softplus(theta[:, 1] + np.log(np.expm1(1 - 1e-3))) + 1e-3
-    want = jnp.sum(jax.scipy.stats.norm.logpdf(x, -mu / sigma, 1 / sigma))
-    np.testing.assert_allclose(flow.log_prob(params, x), want, rtol=1e-5, atol=1e-5)
+
+    @jax.jit
+    def product_of_conditionals(p, x):
+        theta = jf.nn.made_apply(p, x, cfg, np.arange(dim))
+        mu = theta[:, 0]
+        sigma = jax.nn.softplus(theta[:, 1] + np.log(np.expm1(1 - 1e-3))) + 1e-3
+        return jnp.sum(jax.scipy.stats.norm.logpdf(x, -mu / sigma, 1 / sigma))
+
+    want = product_of_conditionals(params["bijector"], x)
+    np.testing.assert_allclose(jax.jit(flow.log_prob)(params, x), want, rtol=1e-5, atol=1e-5)
 
 
 # --- API consistency --------------------------------------------------------------------------
@@ -89,14 +95,23 @@ def test_autoregressive_flow_equals_product_of_gaussian_conditionals():
 def test_sample_and_log_prob_agree_and_latents_round_trip(kind):
     flow, params = _hand_built_flow(kind)
     assert flow.config is None and flow.train_log_prob is None
-    x, lp = flow.sample_and_log_prob(params, jax.random.PRNGKey(2), (7,))
-    assert x.shape == (7, 3) and lp.shape == (7,)
-    np.testing.assert_allclose(lp, flow.log_prob(params, x), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(x, flow.sample(params, jax.random.PRNGKey(2), (7,)), atol=1e-6)
     z = jax.random.normal(jax.random.PRNGKey(3), (5, 3))
-    xz = flow.from_latent(params, z)
-    np.testing.assert_allclose(flow.to_latent(params, xz), z, atol=1e-4)
-    np.testing.assert_allclose(flow.from_latent(params, flow.to_latent(params, xz)), xz, atol=1e-4)
+
+    @jax.jit
+    def run(params):  # every call compiled as one program
+        x, lp = flow.sample_and_log_prob(params, jax.random.PRNGKey(2), (7,))
+        xz = flow.from_latent(params, z)
+        return dict(x=x, lp=lp, lp_x=flow.log_prob(params, x),
+                    sample=flow.sample(params, jax.random.PRNGKey(2), (7,)), xz=xz,
+                    z_back=flow.to_latent(params, xz),
+                    xz_back=flow.from_latent(params, flow.to_latent(params, xz)))
+
+    out = run(params)
+    assert out["x"].shape == (7, 3) and out["lp"].shape == (7,)
+    np.testing.assert_allclose(out["lp"], out["lp_x"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["x"], out["sample"], atol=1e-6)
+    np.testing.assert_allclose(out["z_back"], z, atol=1e-4)
+    np.testing.assert_allclose(out["xz_back"], out["xz"], atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["maf", "iaf"])
@@ -105,24 +120,31 @@ def test_density_integrates_to_one_in_2d(kind):
     g = np.linspace(-20, 20, 601)  # perturbed layers without a scale floor have wide tails
     xx, yy = np.meshgrid(g, g)
     pts = jnp.asarray(np.stack([xx.ravel(), yy.ravel()], -1), jnp.float32)
-    mass = float(jnp.sum(jnp.exp(flow.log_prob(params, pts))) * (g[1] - g[0]) ** 2)
+    mass = float(jnp.sum(jnp.exp(jax.jit(flow.log_prob)(params, pts))) * (g[1] - g[0]) ** 2)
     assert abs(mass - 1) < 0.02
 
 
 def test_conditional_shapes_and_broadcasting():
     flow, params = _hand_built_flow("maf", dim=2, context_dim=3)
     ctx = jax.random.normal(jax.random.PRNGKey(4), (6, 3))
-    s = flow.sample(params, jax.random.PRNGKey(0), (4,), context=ctx)
-    assert s.shape == (4, 6, 2), "sample_shape samples per context row: sample_shape + (B, dim)"
-    lp = flow.log_prob(params, s, ctx)  # (4, 6, 2) with (6, 3) broadcasts to (4, 6)
-    assert lp.shape == (4, 6)
     x1 = jnp.zeros((5, 2))
-    one_ctx = flow.log_prob(params, x1, ctx[0])  # a single context broadcasts over the batch
-    assert one_ctx.shape == (5,)
-    assert not np.allclose(one_ctx, flow.log_prob(params, x1, ctx[1])), "context must change the density"
-    x, lp2 = flow.sample_and_log_prob(params, jax.random.PRNGKey(1), (), context=ctx)
-    assert x.shape == (6, 2)
-    np.testing.assert_allclose(lp2, flow.log_prob(params, x, ctx), atol=1e-4)
+
+    @jax.jit
+    def run(params):  # every call compiled as one program
+        s = flow.sample(params, jax.random.PRNGKey(0), (4,), context=ctx)
+        x, lp2 = flow.sample_and_log_prob(params, jax.random.PRNGKey(1), (), context=ctx)
+        return dict(s=s, lp=flow.log_prob(params, s, ctx),  # (4, 6, 2) with (6, 3) broadcasts to (4, 6)
+                    one_ctx=flow.log_prob(params, x1, ctx[0]),  # a single context broadcasts over the batch
+                    other_ctx=flow.log_prob(params, x1, ctx[1]),
+                    x=x, lp2=lp2, lp_x=flow.log_prob(params, x, ctx))
+
+    out = run(params)
+    assert out["s"].shape == (4, 6, 2), "sample_shape samples per context row: sample_shape + (B, dim)"
+    assert out["lp"].shape == (4, 6)
+    assert out["one_ctx"].shape == (5,)
+    assert not np.allclose(out["one_ctx"], out["other_ctx"]), "context must change the density"
+    assert out["x"].shape == (6, 2)
+    np.testing.assert_allclose(out["lp2"], out["lp_x"], atol=1e-4)
 
 
 def test_tiles_give_the_same_values_as_one_vmap():
@@ -131,11 +153,18 @@ def test_tiles_give_the_same_values_as_one_vmap():
     tiled = jf.transformed(flow.bijector, flow.base, dim=3, context_dim=2, forward_tile=4, inverse_tile=4)
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 3))  # 10 events: two full tiles and a part
     ctx = jax.random.normal(jax.random.PRNGKey(2), (5, 2))
-    np.testing.assert_allclose(tiled.log_prob(params, x, ctx), flow.log_prob(params, x, ctx), atol=1e-5)
-    np.testing.assert_allclose(tiled.to_latent(params, x, ctx), flow.to_latent(params, x, ctx), atol=1e-5)
-    a, b = (f.sample_and_log_prob(params, jax.random.PRNGKey(3), (3,), ctx) for f in (tiled, flow))
-    np.testing.assert_allclose(a[0], b[0], atol=1e-5)
-    np.testing.assert_allclose(a[1], b[1], atol=1e-4)
+
+    @jax.jit
+    def run(params):  # both flows' calls compiled as one program
+        return [dict(lp=f.log_prob(params, x, ctx), z=f.to_latent(params, x, ctx),
+                     draw=f.sample_and_log_prob(params, jax.random.PRNGKey(3), (3,), ctx))
+                for f in (tiled, flow)]
+
+    a, b = run(params)
+    np.testing.assert_allclose(a["lp"], b["lp"], atol=1e-5)
+    np.testing.assert_allclose(a["z"], b["z"], atol=1e-5)
+    np.testing.assert_allclose(a["draw"][0], b["draw"][0], atol=1e-5)
+    np.testing.assert_allclose(a["draw"][1], b["draw"][1], atol=1e-4)
 
 
 def test_map_events_broadcasts_and_keeps_the_batch_shape():

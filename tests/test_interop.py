@@ -44,16 +44,20 @@ def _call(obj, method, *args, **kwargs):
     return getattr(obj, method)(*args, **kwargs)
 
 
+@jax.jit
+def _both_ways(ours, theirs, x):
+    """Both bijectors forward at ``x`` and inverse at ``theirs``' output, as one program."""
+    fwd_ours, (y2, ld2) = ours.forward_and_log_det(x), theirs.forward_and_log_det(x)
+    return fwd_ours, (y2, ld2), ours.inverse_and_log_det(y2), theirs.inverse_and_log_det(y2)
+
+
 def _assert_same_bijector(ours, theirs, x, atol=1e-5):
     """Same forward/inverse values and log-dets on a batch ``x: (..., DIM)``."""
-    y1, ld1 = _call(ours, "forward_and_log_det", x)
-    y2, ld2 = _call(theirs, "forward_and_log_det", x)
+    (y1, ld1), (y2, ld2), (x1, ild1), (x2, ild2) = _both_ways(ours, theirs, x)
     assert y1.shape == x.shape and ld1.shape == x.shape[:-1] == ld2.shape
     rtol = min(1e-5, 100 * atol)
     np.testing.assert_allclose(y1, y2, atol=atol, rtol=rtol)
     np.testing.assert_allclose(ld1, ld2, atol=atol, rtol=rtol)
-    x1, ild1 = _call(ours, "inverse_and_log_det", y2)
-    x2, ild2 = _call(theirs, "inverse_and_log_det", y2)
     np.testing.assert_allclose(x1, x2, atol=10 * atol, rtol=10 * rtol)
     np.testing.assert_allclose(ild1, ild2, atol=10 * atol, rtol=10 * rtol)
     np.testing.assert_allclose(ild1, -ld1, atol=10 * atol, rtol=10 * rtol)
@@ -158,14 +162,19 @@ def test_flow_matches_its_distrax_distribution(factory, base):
     assert isinstance(dist.distribution, distrax.MultivariateNormalDiag)
     assert dist.event_shape == (DIM,) and dist.batch_shape == ()
     x = _points(jax.random.PRNGKey(11))
-    log_prob = jax.jit(flow.log_prob)
-    np.testing.assert_allclose(_call(dist, "log_prob", x), log_prob(params, x), rtol=1e-5, atol=1e-5)
     key = jax.random.PRNGKey(12)
+
+    @jax.jit
+    def run(dist, params):  # every call compiled as one program
+        xs, lp = dist.sample_and_log_prob(seed=key, sample_shape=7)
+        return dict(lp_dist=dist.log_prob(x), lp_flow=flow.log_prob(params, x), xs=xs, lp=lp,
+                    sample=flow.sample(params, key, (7,)), lp_xs=flow.log_prob(params, xs))
+
+    out = run(dist, params)
+    np.testing.assert_allclose(out["lp_dist"], out["lp_flow"], rtol=1e-5, atol=1e-5)
     # the same key gives the same base draws, hence the same samples
-    xs, lp = jax.jit(lambda d, k: d.sample_and_log_prob(seed=k, sample_shape=7))(dist, key)
-    np.testing.assert_allclose(xs, jax.jit(flow.sample, static_argnums=2)(params, key, (7,)),
-                               rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(lp, log_prob(params, xs), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["xs"], out["sample"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["lp"], out["lp_xs"], rtol=1e-4, atol=1e-4)
 
 
 def test_learned_diag_base_is_converted():
@@ -186,8 +195,9 @@ def test_conditional_flow_with_fixed_context():
     x = _points(jax.random.PRNGKey(2))
     c1, c2 = jnp.array([1.0, -1.0]), jnp.array([-2.0, 0.5])
     d1, d2 = interop.to_distrax(flow, params, context=c1), interop.to_distrax(flow, params, context=c2)
-    lp1, lp2 = _call(d1, "log_prob", x), _call(d2, "log_prob", x)
-    np.testing.assert_allclose(lp1, jax.jit(flow.log_prob)(params, x, c1), rtol=1e-5, atol=1e-5)
+    lp1, lp2, lp_flow = jax.jit(lambda d1, d2, p: (d1.log_prob(x), d2.log_prob(x), flow.log_prob(p, x, c1)))(
+        d1, d2, params)  # one compile
+    np.testing.assert_allclose(lp1, lp_flow, rtol=1e-5, atol=1e-5)
     assert not np.allclose(lp1, lp2, atol=1e-3)
     with pytest.raises(ValueError, match="conditional"):
         interop.to_distrax(flow, params)
@@ -202,17 +212,23 @@ def test_distrax_base_in_a_flow():
     # mild params: a random MAF's sequential sampling pass can blow up (x ~ 1e8)
     params = _perturb(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.1)
     x = _points(jax.random.PRNGKey(2))
-    z, ld = jax.jit(jax.vmap(jax.vmap(lambda xi: bij.inverse(params["bijector"], xi))))(x)
-    expected = jnp.sum(normal.log_prob(z), axis=-1) + ld
-    log_prob = jax.jit(flow.log_prob)
-    np.testing.assert_allclose(log_prob(params, x), expected, rtol=1e-5, atol=1e-5)
-    xs, lp = jax.jit(flow.sample_and_log_prob, static_argnums=2)(params, jax.random.PRNGKey(3), (6,))
-    assert xs.shape == (6, DIM)
-    np.testing.assert_allclose(lp, log_prob(params, xs), rtol=1e-4, atol=1e-4)
-    # and back to distrax: the base is wrapped, the numbers agree
+    # and back to distrax: the base is wrapped
     dist = interop.to_distrax(flow, params)
     assert not isinstance(dist.distribution, distrax.MultivariateNormalDiag)
-    np.testing.assert_allclose(_call(dist, "log_prob", x), log_prob(params, x), rtol=1e-5, atol=1e-5)
+
+    @jax.jit
+    def run(params, dist):  # every call compiled as one program
+        z, ld = jax.vmap(jax.vmap(lambda xi: bij.inverse(params["bijector"], xi)))(x)
+        xs, lp = flow.sample_and_log_prob(params, jax.random.PRNGKey(3), (6,))
+        return dict(expected=jnp.sum(normal.log_prob(z), axis=-1) + ld, lp_x=flow.log_prob(params, x),
+                    xs=xs, lp=lp, lp_xs=flow.log_prob(params, xs), lp_dist=dist.log_prob(x))
+
+    out = run(params, dist)
+    np.testing.assert_allclose(out["lp_x"], out["expected"], rtol=1e-5, atol=1e-5)
+    assert out["xs"].shape == (6, DIM)
+    np.testing.assert_allclose(out["lp"], out["lp_xs"], rtol=1e-4, atol=1e-4)
+    # the numbers agree
+    np.testing.assert_allclose(out["lp_dist"], out["lp_x"], rtol=1e-5, atol=1e-5)
 
 
 def test_errors():

@@ -47,13 +47,15 @@ def assert_context_matters(flow, params, x, key=jax.random.PRNGKey(5)):
     conditioner: each stacked layer's context weights get a non-zero gradient."""
     c1 = jax.random.normal(key, (flow.context_dim,))
     c2 = -c1 + 1.0
-    lp1, lp2 = flow.log_prob(params, x, c1), flow.log_prob(params, x, c2)
+    log_prob = jax.jit(flow.log_prob)
+    lp1, lp2 = log_prob(params, x, c1), log_prob(params, x, c2)
     assert np.all(np.isfinite(lp1)) and np.all(np.isfinite(lp2))
     assert np.max(np.abs(lp1 - lp2)) > 1e-3, "log_prob does not depend on the context"
-    s1 = flow.sample(params, jax.random.PRNGKey(1), (4,), c1)
-    s2 = flow.sample(params, jax.random.PRNGKey(1), (4,), c2)
+    sample = jax.jit(flow.sample, static_argnums=2)
+    s1 = sample(params, jax.random.PRNGKey(1), (4,), c1)
+    s2 = sample(params, jax.random.PRNGKey(1), (4,), c2)
     assert np.max(np.abs(s1 - s2)) > 1e-3, "samples do not depend on the context"
-    grads = jax.grad(lambda p: jnp.sum(flow.log_prob(p, x, c1)))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(flow.log_prob(p, x, c1))))(params)
     ctx_leaves = [g for path, g in jax.tree_util.tree_flatten_with_path(grads["bijector"])[0]
                   if str(path[-1]) == "['c']"]
     assert ctx_leaves, "no context weights ('c') found in the conditioners"
@@ -70,12 +72,13 @@ def test_context_changes_the_density(variant):
     assert_context_matters(flow, params, x)
     # batched contexts: one row per event
     ctx = jax.random.normal(jax.random.PRNGKey(3), (6, 2))
-    lp = flow.log_prob(params, x, ctx)
-    lp0 = jnp.stack([flow.log_prob(params, x[i], ctx[i]) for i in range(6)])
+    log_prob = jax.jit(flow.log_prob)
+    lp = log_prob(params, x, ctx)
+    lp0 = jnp.stack([log_prob(params, x[i], ctx[i]) for i in range(6)])
     np.testing.assert_allclose(lp, lp0, rtol=1e-4, atol=1e-4)
-    xs, lps = flow.sample_and_log_prob(params, KEY, (5,), ctx[:2])
+    xs, lps = jax.jit(flow.sample_and_log_prob, static_argnums=2)(params, KEY, (5,), ctx[:2])
     assert xs.shape == (5, 2, 3)
-    np.testing.assert_allclose(lps, flow.log_prob(params, xs, ctx[:2]), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(lps, log_prob(params, xs, ctx[:2]), rtol=1e-3, atol=1e-3)
 
 
 def test_context_check_catches_a_conditioner_that_ignores_its_context():
@@ -93,18 +96,26 @@ def test_context_check_catches_a_conditioner_that_ignores_its_context():
 def test_flow_api_roundtrips_and_config(variant):
     flow = build(variant)
     params = perturb_params(flow.init(KEY), jax.random.PRNGKey(1), 0.2)
-    x = 1.5 * jax.random.normal(jax.random.PRNGKey(2), (7, 3))
-    z = flow.to_latent(params, x)
-    np.testing.assert_allclose(flow.from_latent(params, z), x, rtol=1e-4, atol=1e-4)
-    z0 = jax.random.normal(jax.random.PRNGKey(3), (5, 3))
-    np.testing.assert_allclose(flow.to_latent(params, flow.from_latent(params, z0)), z0, atol=1e-4)
-    xs, lps = flow.sample_and_log_prob(params, KEY, (2, 3))
-    assert xs.shape == (2, 3, 3) and lps.shape == (2, 3)
-    np.testing.assert_allclose(lps, flow.log_prob(params, xs), rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(flow.sample(params, KEY, (2, 3)), xs, rtol=1e-6)
     rebuilt = models.from_config(flow.config)
     assert rebuilt.config == flow.config
-    np.testing.assert_allclose(rebuilt.log_prob(params, x), flow.log_prob(params, x), rtol=1e-6)
+    x = 1.5 * jax.random.normal(jax.random.PRNGKey(2), (7, 3))
+    z0 = jax.random.normal(jax.random.PRNGKey(3), (5, 3))
+
+    @jax.jit
+    def run(params):  # every call compiled as one program
+        xs, lps = flow.sample_and_log_prob(params, KEY, (2, 3))
+        return dict(x_back=flow.from_latent(params, flow.to_latent(params, x)),
+                    z0_back=flow.to_latent(params, flow.from_latent(params, z0)),
+                    xs=xs, lps=lps, lp_xs=flow.log_prob(params, xs), sample=flow.sample(params, KEY, (2, 3)),
+                    lp=flow.log_prob(params, x), lp_rebuilt=rebuilt.log_prob(params, x))
+
+    out = run(params)
+    np.testing.assert_allclose(out["x_back"], x, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["z0_back"], z0, atol=1e-4)
+    assert out["xs"].shape == (2, 3, 3) and out["lps"].shape == (2, 3)
+    np.testing.assert_allclose(out["lps"], out["lp_xs"], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(out["sample"], out["xs"], rtol=1e-6)
+    np.testing.assert_allclose(out["lp_rebuilt"], out["lp"], rtol=1e-6)
 
 
 @pytest.mark.parametrize("variant", ["maf", "iaf", "realnvp", "nsf", "nsf_coupling", "maf_batch_norm_mog"])
@@ -113,7 +124,7 @@ def test_density_integrates_to_one(variant):
     params = perturb_params(flow.init(KEY), jax.random.PRNGKey(1), 0.15)
     g = np.linspace(-12, 12, 241)
     xx = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2).astype(np.float32)
-    mass = float(jnp.sum(jnp.exp(flow.log_prob(params, xx)))) * (g[1] - g[0]) ** 2
+    mass = float(jnp.sum(jnp.exp(jax.jit(flow.log_prob)(params, xx)))) * (g[1] - g[0]) ** 2
     assert abs(mass - 1.0) < 0.02, mass
 
 
@@ -148,7 +159,7 @@ def test_fit_learns_a_correlated_gaussian(variant):
     # exact NLL of the data-generating Gaussian is about 2.33 nats
     true_nll = -np.mean(np.log(np.asarray(jax.scipy.stats.multivariate_normal.pdf(
         data, np.zeros(2), np.array([[1.0, 0.8], [0.8, 1.0]])))))
-    final = -float(jnp.mean(flow.log_prob(params, data)))
+    final = -float(jnp.mean(jax.jit(flow.log_prob)(params, data)))
     assert final < hist["train_loss"][0] and final < true_nll + 0.15, (final, true_nll)
 
 
@@ -159,8 +170,9 @@ def test_same_keys_same_results():
     p1, p2 = flow.init(jax.random.PRNGKey(7)), flow.init(jax.random.PRNGKey(7))
     for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2)):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(flow.sample(p1, jax.random.PRNGKey(1), (4,)),
-                                  flow.sample(p2, jax.random.PRNGKey(1), (4,)))
+    sample = jax.jit(flow.sample, static_argnums=2)
+    np.testing.assert_array_equal(sample(p1, jax.random.PRNGKey(1), (4,)),
+                                  sample(p2, jax.random.PRNGKey(1), (4,)))
     data = two_moons(0, 256)
     f1, _ = jf.fit(flow, p1, data, key=jax.random.PRNGKey(3), num_epochs=2, batch_size=64)
     f2, _ = jf.fit(flow, p2, data, key=jax.random.PRNGKey(3), num_epochs=2, batch_size=64)
@@ -174,8 +186,9 @@ def test_random_permutation_is_configuration():
     c = jf.maf(4, num_layers=3, hidden=(8,), permutation="random", permutation_seed=6)
     params = perturb_params(a.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.5)
     x = jax.random.normal(jax.random.PRNGKey(2), (3, 4))
-    np.testing.assert_array_equal(a.log_prob(params, x), b.log_prob(params, x))
-    assert not np.allclose(a.log_prob(params, x), c.log_prob(params, x))
+    lp_a, lp_b, lp_c = jax.jit(lambda p: [f.log_prob(p, x) for f in (a, b, c)])(params)  # one compile
+    np.testing.assert_array_equal(lp_a, lp_b)
+    assert not np.allclose(lp_a, lp_c)
 
 
 def test_stacked_flow_equals_explicit_chain_of_layers():
@@ -202,8 +215,8 @@ def test_stacked_flow_equals_explicit_chain_of_layers():
             chain_params.append(p_l)
     ref = B.chain(*parts)
     x = jax.random.normal(jax.random.PRNGKey(2), (dim,))
-    z_ref, ld_ref = ref.inverse(tuple(chain_params), x)
-    z, ld = flow.bijector.inverse(params["bijector"], x)
+    (z_ref, ld_ref), (z, ld) = jax.jit(lambda cp, p: (ref.inverse(cp, x), flow.bijector.inverse(p, x)))(
+        tuple(chain_params), params["bijector"])  # one compile
     np.testing.assert_allclose(z, z_ref, atol=1e-5)
     np.testing.assert_allclose(ld, ld_ref, atol=1e-5)
 
@@ -217,7 +230,7 @@ def test_fit_beats_best_gaussian_on_two_moons(name):
     params = flow.init(jax.random.PRNGKey(0))
     params, hist = jf.fit(flow, params, train, key=jax.random.PRNGKey(1), num_epochs=40,
                           batch_size=100, optimizer=optax.adam(2e-3), patience=None, progress=False)
-    nll = -float(jnp.mean(flow.log_prob(params, test)))
+    nll = -float(jnp.mean(jax.jit(flow.log_prob)(params, test)))
     assert hist["train_loss"][-1] < hist["train_loss"][0]
     assert nll < gauss_nll - 0.2, f"flow NLL {nll:.3f} vs best Gaussian {gauss_nll:.3f}"
 

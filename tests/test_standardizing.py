@@ -52,7 +52,8 @@ def test_standardized_flow_is_the_change_of_variables(name):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(6, 3)) * SCALE + M3
     c = rng.normal(size=(6, 2))
-    want = np.asarray(inner.log_prob(params, ((x - M3) / SCALE).astype(np.float32), c)) \
+    # compiled: the program flow.log_prob runs for host data (jaxflows.standardizing.jitted_log_prob)
+    want = np.asarray(jax.jit(inner.log_prob)(params, ((x - M3) / SCALE).astype(np.float32), c)) \
         - np.log(SCALE).sum()
     np.testing.assert_allclose(np.asarray(flow.log_prob(params, x, c)), want, rtol=1e-5, atol=1e-4)
     again = jf.from_config(json.loads(json.dumps(flow.config)))
@@ -74,17 +75,25 @@ def test_standardized_flow_samples_latents_and_bijector():
     got = jax.jit(flow.log_prob)(params, jnp.asarray(x, jnp.float32), c)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-3)
     key = jax.random.PRNGKey(2)
-    xs, lp = flow.sample_and_log_prob(params, key, (), c)
-    zs, lpz = inner.sample_and_log_prob(params, key, (), c)
+    lat = np.asarray(flow.to_latent(params, x, c))  # host data: standardised in float64
+
+    @jax.jit
+    def run(params):  # the device-side calls compiled as one program
+        zb, ld = flow.bijector.inverse(params["bijector"], jnp.asarray(x[0], jnp.float32), c[0])
+        return dict(flow=flow.sample_and_log_prob(params, key, (), c),
+                    inner=inner.sample_and_log_prob(params, key, (), c),
+                    x_back=flow.from_latent(params, lat, c), zb=zb, ld=ld,
+                    fwd=flow.bijector.forward(params["bijector"], zb, c[0]))
+
+    out = run(params)
+    (xs, lp), (zs, lpz) = out["flow"], out["inner"]
     np.testing.assert_allclose(np.asarray(xs), np.asarray(zs) * SCALE + M3, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(lp), np.asarray(lpz) - np.log(SCALE).sum(), rtol=1e-5)
-    lat = np.asarray(flow.to_latent(params, x, c))
-    np.testing.assert_allclose(np.asarray(flow.from_latent(params, lat, c)), x, rtol=1e-5,
-                               atol=1e-3 * SCALE.max())
-    zb, ld = flow.bijector.inverse(params["bijector"], jnp.asarray(x[0], jnp.float32), c[0])
+    np.testing.assert_allclose(np.asarray(out["x_back"]), x, rtol=1e-5, atol=1e-3 * SCALE.max())
+    zb, ld = out["zb"], out["ld"]
     base = jax.scipy.stats.norm.logpdf(zb).sum()
     np.testing.assert_allclose(float(base + ld), want[0], rtol=1e-4, atol=1e-3)
-    xb, ldf = flow.bijector.forward(params["bijector"], zb, c[0])
+    xb, ldf = out["fwd"]
     np.testing.assert_allclose(np.asarray(xb), x[0], rtol=1e-5, atol=1e-3 * SCALE.max())
     np.testing.assert_allclose(float(ldf), -float(ld), rtol=1e-4, atol=1e-4)
 
@@ -115,7 +124,7 @@ def test_score_of_large_offsets_matches_a_float64_reference():
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-3)
     # the failure mode this guards against: cast to float32, then standardise
     inner, std = jf.split_standardization(flow)
-    cast_first = np.asarray(inner.log_prob(params, std_apply(std, x.astype(np.float32)))) \
+    cast_first = np.asarray(jax.jit(inner.log_prob)(params, std_apply(std, x.astype(np.float32)))) \
         + standardizer_log_det(std)
     assert np.max(np.abs(cast_first - ref)) > 0.5
     # identity flow (init params): the closed form, a product of Gaussians in data units

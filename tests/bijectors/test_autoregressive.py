@@ -124,8 +124,8 @@ def test_cached_equals_scan_with_traced_order_under_vmap():
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     params = jax.vmap(lambda k: perturb_params(bij.init(k), k, 0.5))(keys)
     ys = jax.random.normal(jax.random.PRNGKey(3), (4, DIM))
-    _close(jax.jit(lambda p, y: run("cached", p, y))(params, ys),
-           jax.jit(lambda p, y: run("scan", p, y))(params, ys))
+    both = jax.jit(lambda p, y: (run("cached", p, y), run("scan", p, y)))(params, ys)  # one compile
+    _close(*both)
 
 
 @pytest.mark.parametrize("hidden", [(), (8, 8)])
@@ -133,10 +133,15 @@ def test_cached_equals_scan_with_spline_transformer(hidden):
     cached, ref, params = _pair(rational_quadratic_spline(4, 3.0), hidden=hidden, context_dim=2)
     y, c = _inputs(DIM, 2)
     y = 2.0 * y
-    _close(jax.jit(cached.inverse)(params, y, c), jax.jit(ref.inverse)(params, y, c))
-    g_c = jax.jit(jax.grad(_loss(cached), (0, 1)))(params, y, c)
-    g_r = jax.jit(jax.grad(_loss(ref), (0, 1)))(params, y, c)
-    _close(g_c, g_r)
+
+    @jax.jit
+    def run(params, y, c):  # one compile instead of four
+        return {name: (bij.inverse(params, y, c), jax.grad(_loss(bij), (0, 1))(params, y, c))
+                for name, bij in (("cached", cached), ("ref", ref))}
+
+    out = run(params, y, c)
+    _close(out["cached"][0], out["ref"][0])
+    _close(out["cached"][1], out["ref"][1])
 
 
 def test_made_sequential_reproduces_made_apply_thetas():
@@ -174,10 +179,15 @@ def test_maf_sample_and_iaf_log_prob_through_flows(kind):
     fc, fr = _flow(kind, "cached", **kw), _flow(kind, "scan", **kw)
     params = perturb_params(fc.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.3)
     if kind == "maf":
-        draw = lambda f: jax.jit(lambda p: f.sample_and_log_prob(p, jax.random.PRNGKey(4), (), c))  # noqa: E731
-        _close(draw(fc)(params), draw(fr)(params))
+        draw = lambda f, p: f.sample_and_log_prob(p, jax.random.PRNGKey(4), (), c)  # noqa: E731
+        _close(*jax.jit(lambda p: (draw(fc, p), draw(fr, p)))(params))  # one compile
     else:  # density of data it did not sample, and its training gradient
         x = jax.random.normal(jax.random.PRNGKey(5), (6, 4))
-        _close(jax.jit(fc.log_prob)(params, x, c), jax.jit(fr.log_prob)(params, x, c))
-        loss = lambda f: jax.jit(jax.grad(lambda p: -jnp.mean(f.log_prob(p, x, c))))  # noqa: E731
-        _close(loss(fc)(params), loss(fr)(params))
+
+        def density_and_grad(f, p):
+            return f.log_prob(p, x, c), jax.grad(lambda q: -jnp.mean(f.log_prob(q, x, c)))(p)
+
+        # one compile for both flows
+        out_c, out_r = jax.jit(lambda p: (density_and_grad(fc, p), density_and_grad(fr, p)))(params)
+        _close(out_c[0], out_r[0])
+        _close(out_c[1], out_r[1])
