@@ -14,9 +14,21 @@ import os
 # saves (about a third of the suite's CPU time on 2 cores). Set before the first JAX
 # computation; subprocesses the tests start (CLI, docs, notebooks) inherit it.
 # JAXFLOWS_TEST_OPTIMIZED=1 keeps XLA's defaults.
-if os.environ.get("JAXFLOWS_TEST_OPTIMIZED") != "1":
-    _FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if os.environ.get("JAXFLOWS_TEST_OPTIMIZED") != "1" and _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
+
+# One compilation cache on disk for the whole run: the pytest-xdist workers and every
+# subprocess (CLI, docs, notebooks) inherit it from the process that starts pytest, so a
+# program compiled once (the same small flow in several modules, or in several CLI calls)
+# is read back instead of compiled again. It is new for each run and removed at the end.
+_CACHE_OWNER = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _CACHE_OWNER:
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxflows-test-jit-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -91,3 +103,10 @@ def pytest_terminal_summary(terminalreporter, config):
     tr.write_sep("=", f"CPU seconds per test (setup + call + teardown), total {sum(_CPU_TIMES.values()):.0f} s")
     for nodeid, secs in rows[:n or None]:
         tr.write_line(f"{secs:8.2f}s  {nodeid}")
+
+
+def pytest_unconfigure(config):
+    if _CACHE_OWNER:
+        import shutil
+
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
