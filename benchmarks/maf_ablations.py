@@ -31,9 +31,16 @@ Variants (``previous`` is the MAF as it was before these ablations):
   the output layer (resp. only the hidden layers) initialised as flowjax does.
 - ``bounded_input``: the conditioner reads ``5 tanh(x / 5)`` (finite samples by
   design, see ``jaxflows.nn.squash_inputs``).
-- ``new``: the combination chosen as the new default.
+- ``new``: the combination chosen as the new default (``jaxflows.maf``'s defaults).
+- ``new+no_bound`` / ``new+bound_10``: the defaults without the input bound, or
+  with a bound of 10 instead of 5.
+- ``new+natural_first``: the defaults with the first layer of the density
+  direction autoregressing in the data's own order (flowjax's layout).
 - ``flowjax``: ``flowjax.flows.masked_autoregressive_flow`` trained by
   ``flowjax.train.fit_to_data``.
+- ``flowjax_loop``: the same flowjax MAF trained by the real-data report's loop
+  (``realdata_flowjax.run_one``: validation, patience and epoch cap as
+  ``jaxflows.fit``).
 
 Writes ``results/maf-ablations.json`` and ``.md`` (means +- SE over seeds, the
 per-seed numbers in the JSON).
