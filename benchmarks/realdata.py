@@ -233,10 +233,7 @@ def main(argv=None):
         report = merge_reports(a.render)
         table = RC.markdown(report)
         if a.out:  # the merged report, as a run writes one
-            os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-            C.write_json(a.out + ".json", report)
-            with open(a.out + ".md", "w") as fh:
-                fh.write(table + "\n")
+            write_report(a.out, report, table)
         print(table)
         return report
     datasets = _csv(a.datasets, RC.DATASETS, "datasets")
@@ -307,13 +304,18 @@ def main(argv=None):
 
     stem = a.out or os.path.join(
         HERE, "results", f"realdata-{a.budget}-{C.slug(dev.platform if dev.platform == 'cpu' else dev.device_kind)}")
-    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
-    C.write_json(stem + ".json", report)
     table = RC.markdown(report)
-    with open(stem + ".md", "w") as fh:
-        fh.write(table + "\n")
+    write_report(stem, report, table)
     print(table)
     return report
+
+
+def write_report(stem: str, report, table: str) -> None:
+    """``stem.json`` (the runs) and ``stem.md`` (their table)."""
+    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    C.write_json(stem + ".json", report)
+    with open(stem + ".md", "w") as fh:
+        fh.write(table + "\n")
 
 
 def merge_reports(paths):
