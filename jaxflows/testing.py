@@ -86,7 +86,7 @@ def check_bijector(bijector: Bijector, dim: int, *, context_dim: Optional[int] =
                    params=None, perturb: float = 0.3, dtype=jnp.float32,
                    order: Optional[Sequence[int]] = None, unchanged: Optional[Sequence[int]] = None,
                    input_scale: float = 1.0, data_domain=None, tol: Optional[float] = None,
-                   check_inputs: bool = False) -> None:
+                   check_inputs: bool = False, check_eager: bool = True) -> None:
     """Run the conformance suite (checks 1-7 of the module docstring) on ``bijector``
     over events ``(dim,)``.
 
@@ -99,7 +99,9 @@ def check_bijector(bijector: Bijector, dim: int, *, context_dim: Optional[int] =
     ``unchanged`` ask for the structure checks (3); ``data_domain`` maps a
     random normal vector into the domain of ``inverse`` (for bijectors whose
     data side is bounded, e.g. ``jax.nn.sigmoid`` for ``logit``; default: the
-    identity); ``dtype=jnp.float64`` needs x64 enabled.
+    identity); ``dtype=jnp.float64`` needs x64 enabled.  ``check_eager=False``
+    skips check 5's op-by-op call per direction (the slowest part for a deep
+    flow; dtype-independent, so a float32 run can leave it to a float64 one).
 
     The default tolerance ``tol`` is ``2e-3`` in float32 and ``1e-8`` in
     float64 (relative to ``1 + |expected|``).  A deep flow that fails only in
@@ -114,29 +116,29 @@ def check_bijector(bijector: Bijector, dim: int, *, context_dim: Optional[int] =
     params = _cast(params, dtype)
     x = input_scale * jax.random.normal(k_x, (dim,), dtype)
     ctx = None if context_dim is None else jax.random.normal(k_c, (context_dim,), dtype)
-    fwd = lambda p, v, c=ctx: bijector.forward(p, v, c)  # noqa: E731
-    inv = lambda p, v, c=ctx: bijector.inverse(p, v, c)  # noqa: E731
     x_data = x if data_domain is None else data_domain(x)
-    # every check below runs compiled (one program each), except the one eager call per
-    # direction that check 5 compares the compiled function against: op-by-op dispatch of
-    # a deep flow costs far more than compiling it
-    jitted = {"forward": jax.jit(fwd), "inverse": jax.jit(inv)}
-
-    y, ld_f, z, ld_i2 = _check_round_trips(jitted["forward"], jitted["inverse"], params, x, x_data, tol)  # 1.
-    _check_jacobians(fwd, inv, params, x, x_data, ld_f, ld_i2, order, tol)  # 2., 3.
+    # Checks 1-6 evaluate one compiled program (both directions, their Jacobians, vmaps
+    # and gradients: compiling one program costs less than compiling each part alone),
+    # called once more per vmapped row and once with a second context.
+    program = jax.jit(_all_checks_program(bijector))
+    r = jax.device_get(program(params, x, x_data, ctx))
+    _check_round_trips(r, x, x_data, tol)  # 1.
+    _check_jacobians(r, order, tol)  # 2., 3.
     if unchanged is not None:
         idx = np.asarray(unchanged)
-        _close("coupling: conditioning part unchanged", y[idx], x[idx], 0.0)
-    for name, (out, ld) in (("forward", (y, ld_f)), ("inverse", (z, ld_i2))):  # 4. shapes, dtypes
+        _close("coupling: conditioning part unchanged", r["y"][idx], x[idx], 0.0)
+    for name, out, ld in (("forward", r["y"], r["ld_f"]), ("inverse", r["z"], r["ld_i"])):  # 4.
         assert out.shape == (dim,) and out.dtype == dtype, f"{name} output {out.shape} {out.dtype}"
-        assert jnp.shape(ld) == () and jnp.result_type(ld) == dtype, f"{name} log_det {jnp.shape(ld)} {jnp.result_type(ld)}"
-    for name, fn, v in (("forward", fwd, x), ("inverse", inv, y)):  # 5. jit, vmap, gradients
-        _check_transforms(name, fn, jitted[name], params, v, ctx, tol)
+        ld = np.asarray(ld)
+        assert ld.shape == () and ld.dtype == dtype, f"{name} log_det {ld.shape} {ld.dtype}"
+    _check_transforms(program, r, params, x, ctx, tol)  # 5. vmap, no recompilation, gradients
+    if check_eager:  # 5. jit equals eager
+        _check_eager(bijector, r, params, x, x_data, ctx, tol)
     if context_dim is not None:  # 6. context
-        ctx2 = jax.random.normal(k_c2, (context_dim,), dtype)
-        y2, _ = jitted["forward"](params, x, ctx2)
-        z2, _ = jitted["inverse"](params, x_data, ctx2)
-        assert not np.allclose(y2, y) and not np.allclose(z2, z), "output does not depend on the context"
+        r2 = program(params, x, x_data, jax.random.normal(k_c2, (context_dim,), dtype))
+        assert not np.allclose(r2["y"], r["y"]) and not np.allclose(r2["z"], r["z"]), (
+            "output does not depend on the context")
+    assert program._cache_size() == 1, "jit recompiled on a later call with the same shapes"
     if check_inputs:  # 7. bad input (jaxflows' convention, opt-in)
         _check_bad_inputs(bijector, params, x, ctx, dim, context_dim, dtype)
 
@@ -151,28 +153,57 @@ def _check_callable(bijector, dtype) -> None:
                            "`with jax.enable_x64(True):` or after jax.config.update('jax_enable_x64', True)")
 
 
-def _check_jacobians(fwd, inv, params, x, x_data, ld_f, ld_i, order, tol) -> None:
-    """2. the log-dets equal ``slogdet`` of the Jacobians; 3. with ``order``, triangular."""
-    J_f = jax.jit(jax.jacfwd(lambda p, v: fwd(p, v)[0], argnums=1))(params, x)
-    J_i = jax.jit(jax.jacfwd(lambda p, v: inv(p, v)[0], argnums=1))(params, x_data)
-    _close("log_det_fwd vs slogdet(jacobian)", ld_f, jnp.linalg.slogdet(J_f)[1], tol)
-    _close("log_det_inv vs slogdet(jacobian)", ld_i, jnp.linalg.slogdet(J_i)[1], tol)
-    if order is not None:
-        _check_triangular(np.asarray(order), x.shape[0], J_f, J_i)
+def _rows(v):
+    """The three vmapped rows of check 5: ``v``, ``0.9 v``, ``v + 0.1``."""
+    return jnp.stack([v, 0.9 * v, v + 0.1])
 
 
-def _check_round_trips(fwd, inv, params, x, x_data, tol):
+def _all_checks_program(bijector):
+    """``(params, x, x_data, ctx) -> dict``: everything checks 1-5 compare, forward at
+    ``x`` and inverse at ``x_data``; the inverse's vmap and gradients at ``y = forward(x)``."""
+
+    def direction(fn, p, v, c):
+        """``fn``'s vmap over :func:`_rows` of ``v`` and gradients at ``v``."""
+        cs = None if c is None else jnp.stack([c, -c, 2 * c])
+        out_v = jax.vmap(lambda a, cc: fn(p, a, cc), in_axes=(0, None if cs is None else 0))(_rows(v), cs)
+
+        def scalar(q, a):
+            out, ld = fn(q, a, c)
+            return jnp.sum(jnp.sin(out)) + ld
+
+        return out_v, jax.grad(scalar, argnums=(0, 1))(p, v)
+
+    def program(p, x, x_data, c):
+        y, ld_f = bijector.forward(p, x, c)
+        x_back, ld_back = bijector.inverse(p, y, c)
+        z, ld_i = bijector.inverse(p, x_data, c)
+        x_again, ld_again = bijector.forward(p, z, c)
+        vmap_f, grad_f = direction(bijector.forward, p, x, c)
+        vmap_i, grad_i = direction(bijector.inverse, p, y, c)
+        return dict(y=y, ld_f=ld_f, x_back=x_back, ld_back=ld_back, z=z, ld_i=ld_i,
+                    x_again=x_again, ld_again=ld_again,
+                    J_f=jax.jacfwd(lambda v: bijector.forward(p, v, c)[0])(x),
+                    J_i=jax.jacfwd(lambda v: bijector.inverse(p, v, c)[0])(x_data),
+                    vmap_f=vmap_f, grad_f=grad_f, vmap_i=vmap_i, grad_i=grad_i)
+
+    return program
+
+
+def _check_round_trips(r, x, x_data, tol) -> None:
     """1. ``inverse(forward(x)) == x`` and ``forward(inverse(x_data)) == x_data``, log-dets
-    cancelling; returns ``(y, log_det_fwd(x), z, log_det_inv(x_data))``."""
-    y, ld_f = fwd(params, x)
-    x_back, ld_i = inv(params, y)
-    _close("inverse(forward(x))", x_back, x, tol)
-    _close("log_det_fwd + log_det_inv", ld_f + ld_i, 0.0, tol)
-    z, ld_i2 = inv(params, x_data)
-    x_again, ld_f2 = fwd(params, z)
-    _close("forward(inverse(y))", x_again, x_data, tol)
-    _close("log_det_inv + log_det_fwd", ld_i2 + ld_f2, 0.0, tol)
-    return y, ld_f, z, ld_i2
+    cancelling."""
+    _close("inverse(forward(x))", r["x_back"], x, tol)
+    _close("log_det_fwd + log_det_inv", r["ld_f"] + r["ld_back"], 0.0, tol)
+    _close("forward(inverse(y))", r["x_again"], x_data, tol)
+    _close("log_det_inv + log_det_fwd", r["ld_i"] + r["ld_again"], 0.0, tol)
+
+
+def _check_jacobians(r, order, tol) -> None:
+    """2. the log-dets equal ``slogdet`` of the Jacobians; 3. with ``order``, triangular."""
+    _close("log_det_fwd vs slogdet(jacobian)", r["ld_f"], np.linalg.slogdet(np.asarray(r["J_f"], np.float64))[1], tol)
+    _close("log_det_inv vs slogdet(jacobian)", r["ld_i"], np.linalg.slogdet(np.asarray(r["J_i"], np.float64))[1], tol)
+    if order is not None:
+        _check_triangular(np.asarray(order), r["y"].shape[0], r["J_f"], r["J_i"])
 
 
 def _check_triangular(order: np.ndarray, dim: int, J_f, J_i) -> None:
@@ -191,32 +222,29 @@ def _check_triangular(order: np.ndarray, dim: int, J_f, J_i) -> None:
                 f"{name} Jacobian is diagonal: the layer ignores earlier variables")
 
 
-def _check_transforms(name, fn, jitted, params, v, ctx, tol) -> None:
-    """5. jit equals eager without recompiling, vmap equals a loop, gradients finite."""
-    out_j = jitted(params, v)
-    out_e = fn(params, v)
-    _close(f"jit {name} == eager", out_j[0], out_e[0], tol)
-    _close(f"jit {name} log_det == eager", out_j[1], out_e[1], tol)
-    jitted(params, v + 0.01)
-    assert jitted._cache_size() == 1, f"jit {name} recompiled on a second call with the same shapes"
-    xs = jnp.stack([v, 0.9 * v, v + 0.1])
+def _check_transforms(program, r, params, x, ctx, tol) -> None:
+    """5. vmap equals a loop: each row through ``program`` again (the same shapes, so
+    no new compile), forward at ``x``'s rows, inverse at ``y``'s; gradients finite."""
+    xs, ys = _rows(x), _rows(r["y"])
     cs = None if ctx is None else jnp.stack([ctx, -ctx, 2 * ctx])
-    if cs is None:
-        out_v = jax.jit(jax.vmap(fn, in_axes=(None, 0)))(params, xs)
-    else:
-        out_v = jax.jit(jax.vmap(fn, in_axes=(None, 0, 0)))(params, xs, cs)
     for b in range(3):
-        single = jitted(params, xs[b]) if cs is None else jitted(params, xs[b], cs[b])
-        _close(f"vmap {name} == loop", out_v[0][b], single[0], tol)
-        _close(f"vmap {name} log_det == loop", out_v[1][b], single[1], tol)
+        single = program(params, xs[b], ys[b], None if cs is None else cs[b])
+        for name, (out_v, ld_v), out, ld in (("forward", r["vmap_f"], single["y"], single["ld_f"]),
+                                             ("inverse", r["vmap_i"], single["z"], single["ld_i"])):
+            _close(f"vmap {name} == loop", out_v[b], out, tol)
+            _close(f"vmap {name} log_det == loop", ld_v[b], ld, tol)
+    for name, grads in (("forward", r["grad_f"]), ("inverse", r["grad_i"])):
+        for leaf in jax.tree_util.tree_leaves(grads):
+            assert np.all(np.isfinite(np.asarray(leaf))), f"non-finite gradient through {name}"
 
-    def scalar(p, a):
-        out, ld = fn(p, a)
-        return jnp.sum(jnp.sin(out)) + ld
 
-    g_p, g_x = jax.jit(jax.grad(scalar, argnums=(0, 1)))(params, v)
-    for leaf in jax.tree_util.tree_leaves(g_p) + [g_x]:
-        assert np.all(np.isfinite(np.asarray(leaf))), f"non-finite gradient through {name}"
+def _check_eager(bijector, r, params, x, x_data, ctx, tol) -> None:
+    """5. the compiled results equal one op-by-op call per direction."""
+    for name, fn, v, out, ld in (("forward", bijector.forward, x, r["y"], r["ld_f"]),
+                                 ("inverse", bijector.inverse, x_data, r["z"], r["ld_i"])):
+        out_e, ld_e = fn(params, v, ctx)
+        _close(f"jit {name} == eager", out, out_e, tol)
+        _close(f"jit {name} log_det == eager", ld, ld_e, tol)
 
 
 def _check_bad_inputs(bijector, params, x, ctx, dim, context_dim, dtype) -> None:

@@ -11,10 +11,13 @@ import os
 
 # Compile for a short-lived test process: the suite compiles hundreds of small programs
 # and runs each a few times, so XLA's backend (LLVM) optimisation costs more time than it
-# saves (about a third of the suite's CPU time on 2 cores). Set before the first JAX
-# computation; subprocesses the tests start (CLI, docs, notebooks) inherit it.
+# saves (about a third of the suite's CPU time on 2 cores), and XLA:CPU's newer fusion
+# emitters take about twice as long to compile a flow as the classic ones (measured on
+# jaxlib 0.10, which pyproject.toml pins). Set before the first JAX computation;
+# subprocesses the tests start (CLI, docs, notebooks) inherit it.
 # JAXFLOWS_TEST_OPTIMIZED=1 keeps XLA's defaults.
-_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+_FAST_COMPILE = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+                 "--xla_cpu_use_fusion_emitters=false")
 if os.environ.get("JAXFLOWS_TEST_OPTIMIZED") != "1" and _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
 

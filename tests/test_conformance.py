@@ -1,7 +1,10 @@
 """Every bijector in ``tests/registry.py`` through ``check_bijector``.
 
 float32: one test per registry entry and per whole-flow bijector.  float64: the
-same registry again, each entry inside ``with jax.enable_x64(True):``.  That
+same registry again, each entry inside ``with jax.enable_x64(True):``.  The
+comparison of the compiled bijector with an op-by-op (eager) call does not
+depend on the dtype, so a registry entry makes it once, in its float64 item
+(the whole-flow bijectors, checked in float32 only, make it there).  That
 context manager sets JAX's x64 flag for the current thread only and restores
 it on exit (jit caches are keyed on the flag, so nothing compiled in float64
 is reused in float32), so the float64 items run in the same pytest process as
@@ -20,7 +23,7 @@ from registry import FLOW_REGISTRY, REGISTRY
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_registry_float32(name):
     bijector, kwargs = REGISTRY[name]()
-    check_bijector(bijector, dtype=jnp.float32, check_inputs=True, **kwargs)
+    check_bijector(bijector, dtype=jnp.float32, check_inputs=True, check_eager=False, **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(FLOW_REGISTRY))
