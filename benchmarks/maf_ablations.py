@@ -97,10 +97,15 @@ VARIANTS = {
     # the first layer on the density side (x -> z) autoregresses in the data's own order,
     # the others in random orders (flowjax's layout: a permutation after each layer)
     "new+natural_first": ("defaults", dict(), "natural_first"),
+    # the defaults with a trainable diagonal Gaussian base (flowjax's Normal base trains
+    # its loc and scale with the flow)
+    "new+diag_base": ("defaults", dict(), "diag_base"),
     "flowjax": None,  # flowjax's MAF trained by its own fit_to_data
     # flowjax's MAF trained by the real-data report's loop (realdata_flowjax.run_one: the
     # same validation rows, patience and epoch cap rules as jaxflows.fit)
     "flowjax_loop": None,
+    # the same, with a fixed standard normal base (flowjax's StandardNormal)
+    "flowjax_loop+fixed_base": None,
 }
 
 
@@ -197,6 +202,8 @@ def run_jaxflows(spec, train, test, hidden, batch, epochs, seed):
     dim = train.shape[1]
     if spec == "defaults" or isinstance(spec, tuple):
         changed = spec[1] if isinstance(spec, tuple) else {}
+        if isinstance(spec, tuple) and spec[2:] == ("diag_base",):
+            changed = dict(changed, base=jf.distributions.diag_normal(dim))
         if isinstance(spec, tuple) and spec[2:] == ("natural_first",):
             flow = _with_natural_first(lambda: jf.maf(dim, num_layers=NUM_LAYERS, hidden=hidden, **changed))
         else:
@@ -242,7 +249,7 @@ def run_flowjax(train, test, hidden, batch, epochs, seed):
     return log_q, secs, len(val), int(np.argmin(val)), flow
 
 
-def run_flowjax_loop(train, test, hidden, batch, epochs, seed):
+def run_flowjax_loop(train, test, hidden, batch, epochs, seed, fixed_base=False):
     """flowjax's MAF through the report's training loop, on a 10% validation split of ``train``."""
     import realdata_flowjax as FJ
 
@@ -251,7 +258,7 @@ def run_flowjax_loop(train, test, hidden, batch, epochs, seed):
     prep = dict(train=train[perm[n_val:]], val=train[perm[:n_val]], test=test, dim=train.shape[1],
                 test_offset=np.zeros(len(test)), bits_per_dim=False)
     budget = dict(hidden=hidden, lr=1e-3, batch=batch, epochs=epochs, patience=10, max_s=1e9)
-    out, flow = FJ.run_one(prep, budget, seed, return_flow=True)
+    out, flow = FJ.run_one(prep, budget, seed, return_flow=True, fixed_base=fixed_base)
     return (np.asarray(out["_log_q"], np.float64), out["train_s"], out["epochs_run"],
             out["best_epoch"], flow)
 
@@ -260,7 +267,7 @@ def sample_check(kind, flow, params, n, train, seed):
     """Non-finite samples and samples beyond 100 training standard deviations (standardised units)."""
     import jax
 
-    if kind in ("flowjax", "flowjax_loop"):
+    if kind.startswith("flowjax"):
         import equinox as eqx
 
         p, static = eqx.partition(flow, eqx.is_inexact_array)
@@ -295,9 +302,11 @@ def main(argv=None):
             # alternate the order of the variants between seeds (machine noise, warm caches)
             order = variants if seed % 2 == 0 else variants[::-1]
             for v in order:
-                if v in ("flowjax", "flowjax_loop"):
+                if v.startswith("flowjax"):
                     run = run_flowjax if v == "flowjax" else run_flowjax_loop
-                    log_q, secs, ep, best, flow = run(train, test, hidden, batch, args.epochs, seed)
+                    extra = dict(fixed_base=True) if v == "flowjax_loop+fixed_base" else {}
+                    log_q, secs, ep, best, flow = run(train, test, hidden, batch, args.epochs, seed,
+                                                      **extra)
                     params = None
                 else:
                     log_q, secs, ep, best, flow, params = run_jaxflows(VARIANTS[v], train, test, hidden,

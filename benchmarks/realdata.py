@@ -66,21 +66,23 @@ REPO = os.path.dirname(HERE)
 JAXFLOWS_MODELS = ("maf", "maf_mog", "realnvp", "nsf")
 
 
-def build_flow(model: str, dim: int, hidden):
-    """The jaxflows model ``model`` at the dataset's architecture (5 layers)."""
+def build_flow(model: str, dim: int, hidden, seed: int = 0):
+    """The jaxflows model ``model`` at the dataset's architecture (5 layers).  The
+    autoregressive models' layer orders are drawn from ``seed`` (``permutation_seed``),
+    as flowjax draws its permutations from its key: a seed is a whole random model."""
     import jaxflows as jf
     from jaxflows import models
     from jaxflows.distributions import mixture_of_gaussians
 
     kw = dict(num_layers=RC.NUM_LAYERS, hidden=tuple(hidden))
     if model == "maf":
-        return jf.maf(dim, **kw)
+        return jf.maf(dim, permutation_seed=seed, **kw)
     if model == "maf_mog":
-        return jf.maf(dim, base=mixture_of_gaussians(dim, RC.MOG_COMPONENTS), **kw)
+        return jf.maf(dim, base=mixture_of_gaussians(dim, RC.MOG_COMPONENTS), permutation_seed=seed, **kw)
     if model == "realnvp":
         return models.realnvp(dim, **kw)
-    if model == "nsf":
-        return models.nsf(dim, **kw)  # autoregressive RQ-NSF, 8 bins on [-3, 3]
+    if model == "nsf":  # autoregressive RQ-NSF, 8 bins on [-3, 3]
+        return models.nsf(dim, permutation_seed=seed, **kw)
     raise ValueError(f"unknown jaxflows model {model!r}; known: {', '.join(JAXFLOWS_MODELS)}")
 
 
@@ -131,7 +133,7 @@ def run_jaxflows(model: str, prep, budget, seed: int, n_samples: int):
 
     train, val, test, dim = prep["train"], prep["val"], prep["test"], prep["dim"]
     t_start = time.perf_counter()
-    flow = build_flow(model, dim, budget["hidden"])
+    flow = build_flow(model, dim, budget["hidden"], seed)
     key_init, key_fit, key_sample = jax.random.split(jax.random.key(seed), 3)
     params0 = flow.init(key_init)
     n_params = int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params0)))

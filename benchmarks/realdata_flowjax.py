@@ -12,7 +12,8 @@ Model: ``masked_autoregressive_flow(invert=True)`` (parallel ``log_prob``),
 5 layers, MADE with ``nn_depth = len(hidden)`` hidden layers of
 ``nn_width = hidden[0]`` ReLU units, flowjax's affine transformer
 (``softplus(.) + 0.01`` scale) and its random permutation between layers,
-standard normal base.
+a ``Normal`` base whose loc and scale train with the flow (flowjax's usual
+choice; ``fixed_base=True``: ``StandardNormal``, nothing trainable).
 
 Training mirrors ``jaxflows.fit`` as the jaxflows side uses it: Adam at the
 budget's learning rate, each epoch a fresh shuffle into full batches (the last
@@ -42,13 +43,13 @@ import _common as C  # noqa: E402
 import _realdata_common as RC  # noqa: E402
 
 
-def run_one(prep, budget, seed, return_flow=False):
+def run_one(prep, budget, seed, return_flow=False, fixed_base=False):
     import equinox as eqx
     import jax
     import jax.numpy as jnp
     import optax
     import paramax
-    from flowjax.distributions import Normal
+    from flowjax.distributions import Normal, StandardNormal
     from flowjax.flows import masked_autoregressive_flow
 
     hidden = tuple(budget["hidden"])
@@ -58,7 +59,9 @@ def run_one(prep, budget, seed, return_flow=False):
     train, val, test = prep["train"], prep["val"], prep["test"]
     t_start = time.perf_counter()
     key = jax.random.key(seed)
-    model = masked_autoregressive_flow(key, base_dist=Normal(jnp.zeros(dim)), flow_layers=RC.NUM_LAYERS,
+    # flowjax's Normal has a trainable loc and scale; StandardNormal has none
+    base = StandardNormal((dim,)) if fixed_base else Normal(jnp.zeros(dim))
+    model = masked_autoregressive_flow(key, base_dist=base, flow_layers=RC.NUM_LAYERS,
                                        nn_width=hidden[0], nn_depth=len(hidden), invert=True)
     params, static = eqx.partition(model, eqx.is_inexact_array,
                                    is_leaf=lambda leaf: isinstance(leaf, paramax.NonTrainable))
