@@ -64,11 +64,11 @@ def test_trained_default_maf_samples_are_finite():
     params = flow.init(jax.random.PRNGKey(0))
     params, _ = jf.fit(flow, params, x, key=jax.random.PRNGKey(1), batch_size=128, num_epochs=25,
                        progress=False)
-    n = 20_000
+    n = 10_000  # benchmarks/realdata.py counts 10^6 per model
     s = np.asarray(jax.jit(flow.sample, static_argnums=2)(params, jax.random.PRNGKey(2), (n,)))
     assert np.all(np.isfinite(s)), f"{np.sum(~np.isfinite(s).all(1))} non-finite samples of {n}"
     far = np.any(np.abs(s) > 100.0, axis=1).sum()  # standardised: 100 training sd
-    assert far <= 2, f"{far} samples of {n} beyond 100 training standard deviations"
+    assert far <= 1, f"{far} samples of {n} beyond 100 training standard deviations (0.01% allowed)"
 
 
 @pytest.mark.parametrize("target,lo,hi", [(T.ring(), -8.0, 8.0), (T.banana(2), -9.0, 9.0),
