@@ -66,17 +66,19 @@ REPO = os.path.dirname(HERE)
 JAXFLOWS_MODELS = ("maf", "maf_mog", "realnvp", "nsf")
 
 
-def build_flow(model: str, dim: int, hidden, seed: int = 0):
+def build_flow(model: str, dim: int, hidden, seed: int = 0, maf_kwargs=None):
     """The jaxflows model ``model`` at the dataset's architecture (5 layers).  The
     autoregressive models' layer orders are drawn from ``seed`` (``permutation_seed``),
-    as flowjax draws its permutations from its key: a seed is a whole random model."""
+    as flowjax draws its permutations from its key: a seed is a whole random model.
+    ``maf_kwargs`` (``--maf-kwargs``) override ``jf.maf``'s defaults, for ablations in the
+    report's own protocol."""
     import jaxflows as jf
     from jaxflows import models
     from jaxflows.distributions import mixture_of_gaussians
 
     kw = dict(num_layers=RC.NUM_LAYERS, hidden=tuple(hidden))
     if model == "maf":
-        return jf.maf(dim, permutation_seed=seed, **kw)
+        return jf.maf(dim, permutation_seed=seed, **kw, **(maf_kwargs or {}))
     if model == "maf_mog":
         return jf.maf(dim, base=mixture_of_gaussians(dim, RC.MOG_COMPONENTS), permutation_seed=seed, **kw)
     if model == "realnvp":
@@ -123,7 +125,7 @@ def evaluate_rows(log_prob, params, test, eb: int = 1000):
     return np.concatenate(rows)
 
 
-def run_jaxflows(model: str, prep, budget, seed: int, n_samples: int):
+def run_jaxflows(model: str, prep, budget, seed: int, n_samples: int, maf_kwargs=None):
     import functools
 
     import jax
@@ -133,7 +135,7 @@ def run_jaxflows(model: str, prep, budget, seed: int, n_samples: int):
 
     train, val, test, dim = prep["train"], prep["val"], prep["test"], prep["dim"]
     t_start = time.perf_counter()
-    flow = build_flow(model, dim, budget["hidden"], seed)
+    flow = build_flow(model, dim, budget["hidden"], seed, maf_kwargs)
     key_init, key_fit, key_sample = jax.random.split(jax.random.key(seed), 3)
     params0 = flow.init(key_init)
     n_params = int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params0)))
@@ -227,6 +229,9 @@ def main(argv=None):
                     help="samples drawn per jaxflows model for the finiteness count (a tenth above 128 "
                          "dims; flowjax draws a tenth of the jaxflows count)")
     ap.add_argument("--out", default=None, help="output stem (default results/realdata-<budget>-<device>)")
+    ap.add_argument("--maf-kwargs", type=json.loads, default=None, metavar="JSON",
+                    help="keyword arguments for jf.maf over its defaults, e.g. '{\"input_bound\": 10}' "
+                         "(an ablation in the report's protocol; recorded in the JSON's meta)")
     ap.add_argument("--render", nargs="+", metavar="JSON",
                     help="print the table of earlier result files (several: merged; with --out also "
                          "write it there) and exit")
@@ -261,7 +266,8 @@ def main(argv=None):
         "meta": {"budget": a.budget, "device": device, "machine": C.machine_info(),
                  "load_start": C.load_average(), "seeds": seeds, "data_dir": data_dir,
                  "command": "python benchmarks/realdata.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                 "versions": versions, "num_layers": RC.NUM_LAYERS, "mog_components": RC.MOG_COMPONENTS},
+                 "versions": versions, "num_layers": RC.NUM_LAYERS, "mog_components": RC.MOG_COMPONENTS,
+                 "maf_kwargs": a.maf_kwargs},
         "datasets": {}, "runs": [], "comparisons": [],
     }
     for name in datasets:
@@ -282,7 +288,7 @@ def main(argv=None):
                     if model == "flowjax_maf":
                         r = run_flowjax(prep, prep["budget"], seed, a.samples)
                     else:
-                        r = run_jaxflows(model, prep, prep["budget"], seed, a.samples)
+                        r = run_jaxflows(model, prep, prep["budget"], seed, a.samples, a.maf_kwargs)
                     kl = f", KL {r['kl']['mean']:.3f}" if "kl" in r else ""
                     C.log(f"  {model}: test LL {r['test_ll']['mean']:.3f}{kl} ({r['epochs_run']} epochs, "
                           f"{r['train_s']:.1f} s; samples {r['samples']['nonfinite']} non-finite, "
