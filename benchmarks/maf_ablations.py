@@ -36,11 +36,15 @@ Variants (``previous`` is the MAF as it was before these ablations):
   with a bound of 10 instead of 5.
 - ``new+natural_first``: the defaults with the first layer of the density
   direction autoregressing in the data's own order (flowjax's layout).
+- ``new+diag_base``: the defaults with a trainable diagonal Gaussian base
+  (``jaxflows.diag_normal``; flowjax's ``Normal`` base trains its loc and scale).
 - ``flowjax``: ``flowjax.flows.masked_autoregressive_flow`` trained by
   ``flowjax.train.fit_to_data``.
 - ``flowjax_loop``: the same flowjax MAF trained by the real-data report's loop
   (``realdata_flowjax.run_one``: validation, patience and epoch cap as
   ``jaxflows.fit``).
+- ``flowjax_loop+fixed_base``: the same with flowjax's ``StandardNormal`` base
+  (nothing trainable in the base).
 
 Writes ``results/maf-ablations.json`` and ``.md`` (means +- SE over seeds, the
 per-seed numbers in the JSON).
