@@ -158,13 +158,18 @@ def _rows(v):
     return jnp.stack([v, 0.9 * v, v + 0.1])
 
 
+def _context_rows(c):
+    """The contexts of those rows: ``c``, ``-c``, ``2 c`` (``None`` without a context)."""
+    return None if c is None else jnp.stack([c, -c, 2 * c])
+
+
 def _all_checks_program(bijector):
     """``(params, x, x_data, ctx) -> dict``: everything checks 1-5 compare, forward at
     ``x`` and inverse at ``x_data``; the inverse's vmap and gradients at ``y = forward(x)``."""
 
     def direction(fn, p, v, c):
         """``fn``'s vmap over :func:`_rows` of ``v`` and gradients at ``v``."""
-        cs = None if c is None else jnp.stack([c, -c, 2 * c])
+        cs = _context_rows(c)
         out_v = jax.vmap(lambda a, cc: fn(p, a, cc), in_axes=(0, None if cs is None else 0))(_rows(v), cs)
 
         def scalar(q, a):
@@ -225,8 +230,7 @@ def _check_triangular(order: np.ndarray, dim: int, J_f, J_i) -> None:
 def _check_transforms(program, r, params, x, ctx, tol) -> None:
     """5. vmap equals a loop: each row through ``program`` again (the same shapes, so
     no new compile), forward at ``x``'s rows, inverse at ``y``'s; gradients finite."""
-    xs, ys = _rows(x), _rows(r["y"])
-    cs = None if ctx is None else jnp.stack([ctx, -ctx, 2 * ctx])
+    xs, ys, cs = _rows(x), _rows(r["y"]), _context_rows(ctx)
     for b in range(3):
         single = program(params, xs[b], ys[b], None if cs is None else cs[b])
         for name, (out_v, ld_v), out, ld in (("forward", r["vmap_f"], single["y"], single["ld_f"]),
