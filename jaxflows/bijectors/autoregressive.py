@@ -42,7 +42,8 @@ import numpy as np
 from .._checks import check_dim, checked_bijector, relabel
 from .._types import Bijector, Transformer
 from ..conditioners import bind, check_autoregressive, is_made
-from ..nn import check_order, made_apply, made_config, made_init, made_sequential
+from ..nn import (check_order, check_squash, made_apply, made_config, made_init, made_sequential,
+                  squash_inputs)
 from .combinators import invert
 from .elementwise import affine
 
@@ -59,12 +60,11 @@ def autoregressive(
     residual: bool = False,
     activation: Union[str, Callable, None] = None,
     method: Optional[str] = None,
-    input_bound: Optional[float] = None,
+    input_bound: Optional[float] = None, input_squash: str = "tanh",
     conditioner=None,
     init: str = "normal",
 ) -> Bijector:
-    """The autoregressive kernel (module docstring): parallel ``forward``,
-    sequential ``inverse``.
+    """The autoregressive kernel (module docstring): parallel ``forward``, sequential ``inverse``.
 
     ``order`` is a static permutation of ``range(dim)`` (default natural order)
     or a traced int array (per-layer orders scanned by ``stack``).
@@ -94,17 +94,18 @@ def autoregressive(
     naming the offending output), and its sequential direction is the
     ``"scan"`` reference (``dim`` network passes; the default for user
     networks): the cached inversion reads the built-in MADE's layout and is
-    for the built-in MADE only.
+    for the built-in MADE only.  ``input_bound`` / ``input_squash``: a soft clamp
+    of what the network reads (:func:`jaxflows.nn.squash_inputs`; default none).
     """
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if conditioner is not None and not is_made(conditioner):
         _no_made_settings(hidden, activation, residual)
         return _user_autoregressive(dim, transformer, conditioner, context_dim, order, method,
-                                    input_bound)
+                                    input_bound, input_squash)
     hidden, activation, residual = _made_settings(conditioner, hidden, activation, residual)
     cfg = made_config(dim, hidden, transformer.num_params, context_dim=context_dim, residual=residual,
-                      input_bound=input_bound, init=init)
+                      input_bound=input_bound, init=init, input_squash=input_squash)
     if order is None or isinstance(order, (list, tuple, np.ndarray)):
         order = check_order(order, dim)
     return _made_autoregressive(dim, transformer, cfg, order, activation, method, context_dim)
@@ -162,7 +163,8 @@ def _made_autoregressive(dim, transformer, cfg, order, activation, method, conte
     return checked_bijector("autoregressive", dim, init, forward, inverse, context_dim=context_dim)
 
 
-def _user_autoregressive(dim, transformer, conditioner, context_dim, order, method, input_bound):
+def _user_autoregressive(dim, transformer, conditioner, context_dim, order, method, input_bound,
+                         input_squash="tanh"):
     """The kernel with a user network (see :func:`autoregressive`): the network
     runs in order space (position ``k`` holds variable ``order[k]``), checked
     autoregressive there, inverted by the reference scan."""
@@ -172,6 +174,7 @@ def _user_autoregressive(dim, transformer, conditioner, context_dim, order, meth
     dim = check_dim(dim)
     if input_bound is not None and not (np.isfinite(input_bound) and input_bound > 0):
         raise ValueError(f"input_bound must be None or a positive finite number, got {input_bound!r}")
+    check_squash(input_squash)
     P = transformer.num_params
     net = bind(conditioner, dim, dim * P, context_dim)
     check_autoregressive(net, dim, P, context_dim)
@@ -181,8 +184,7 @@ def _user_autoregressive(dim, transformer, conditioner, context_dim, order, meth
 
     def theta_of(params, a, context):
         u = a[order]  # order space
-        if input_bound is not None:
-            u = input_bound * jnp.tanh(u / input_bound)
+        u = squash_inputs(u, input_bound, input_squash)
         t = net.apply(params, u, context)
         if t.shape != (dim * P,):
             raise ValueError(f"the autoregressive conditioner returned shape {tuple(t.shape)} for one event; "
