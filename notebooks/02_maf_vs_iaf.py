@@ -85,16 +85,16 @@ rows = np.asarray(data.standardize(standardizer, digits[:N]), dtype=np.float32)
 #
 # `jaxflows.maf` and `jaxflows.iaf` are the library's flows. The naive MAF sampler is
 # built from the same layer, `maf_layer(..., method="scan")`, with the same settings as
-# `jaxflows.maf`'s defaults (scale floor 0.01, conditioner inputs soft-clamped at 5, one
-# random order per layer from `layer_orders`), stacked with `jaxflows.stack`, so it
-# computes exactly the same map as the MAF.
+# `jaxflows.maf`'s defaults (scale floor 0.01, conditioner inputs read unchanged within ±4
+# and soft-clamped at ±6, one random order per layer from `layer_orders`), stacked with
+# `jaxflows.stack`, so it computes exactly the same map as the MAF.
 
 # %%
 def naive_maf(dim):
     orders = layer_orders(dim, NUM_LAYERS, "auto", 0)   # jaxflows.maf's default orders
     layers = jaxflows.stack(
         lambda order: maf_layer(dim, order=order, hidden=HIDDEN, method="scan",
-                                min_scale=1e-2, input_bound=5.0),
+                                min_scale=1e-2, input_bound=6.0, input_squash="soft_clip"),
         NUM_LAYERS, per_layer=orders)
     return jaxflows.transformed(layers, "normal", dim=dim)
 

@@ -1,7 +1,9 @@
 """MAF samples stay finite by design, and the exact-density targets are right.
 
 - ``input_bound`` makes the MADE's outputs bounded functions of its inputs
-  (saturation: inputs of 1e20 give the same parameters as inputs at the bound).
+  (saturation: inputs of 1e20 give the same parameters as inputs at the bound);
+  ``input_squash="soft_clip"`` leaves the bulk unchanged, and configs saved
+  before it existed rebuild the ``tanh`` clamp.
 - One MAF layer maps even absurd latents (1e25) to finite samples, within
   ``(|z| + M) / min_scale``.
 - A trained default MAF on digits (the demo's data, smaller budget) draws
@@ -20,7 +22,7 @@ from scipy import stats
 import jaxflows as jf
 from jaxflows import targets as T
 from jaxflows.bijectors import maf_layer
-from jaxflows.nn import made_apply, made_config, made_init
+from jaxflows.nn import made_apply, made_config, made_init, squash_inputs
 
 
 def test_bounded_inputs_saturate_the_conditioner():
@@ -33,6 +35,41 @@ def test_bounded_inputs_saturate_the_conditioner():
     np.testing.assert_allclose(huge, at_bound, rtol=1e-6)
     with pytest.raises(ValueError, match="input_bound"):
         made_config(5, (16,), 2, input_bound=-1.0)
+
+
+@pytest.mark.parametrize("bound", [0.6, 6.0])
+def test_soft_clip_is_the_identity_on_the_bulk_and_bounded_beyond(bound):
+    with jax.enable_x64(True):
+        x = jnp.linspace(-50 * bound, 50 * bound, 20001, dtype=jnp.float64)
+        y = squash_inputs(x, bound, "soft_clip")
+        inside = jnp.abs(x) <= 2 * bound / 3
+        np.testing.assert_array_equal(y[inside], x[inside])             # unchanged up to the knee
+        assert float(jnp.max(jnp.abs(y))) <= bound                        # bounded
+        assert bool(jnp.all(jnp.diff(y) >= -1e-14 * bound))  # monotone (XLA's tanh: to an ulp)
+        np.testing.assert_array_equal(squash_inputs(-x, bound, "soft_clip"), -y)  # odd
+        slope = jax.vmap(jax.grad(lambda v: squash_inputs(v, bound, "soft_clip")))
+        knee = 2 * bound / 3
+        np.testing.assert_allclose(slope(jnp.array([knee - 1e-6, knee + 1e-6])), 1.0, atol=1e-5)  # no kink
+        assert bool(jnp.all(jnp.isfinite(slope(jnp.array([0.0, 1e300, -jnp.inf])))))
+        np.testing.assert_allclose(squash_inputs(x, bound, "tanh"), bound * jnp.tanh(x / bound))
+    assert squash_inputs(jnp.float32(1e30), bound, "soft_clip").dtype == jnp.float32
+    with pytest.raises(ValueError, match="input_squash"):
+        made_config(5, (16,), 2, input_bound=bound, input_squash="clip")
+
+
+def test_maf_configs_without_input_squash_rebuild_the_tanh_clamp():
+    """A model saved before ``input_squash`` existed keeps its density when loaded."""
+    flow = jf.maf(3, num_layers=2, hidden=(8, 8), input_bound=0.5)
+    assert flow.config["kwargs"]["input_squash"] == "soft_clip"
+    saved = {**flow.config, "kwargs": {k: v for k, v in flow.config["kwargs"].items()
+                                       if k != "input_squash"}}
+    old = jf.from_config(saved)
+    assert old.config["kwargs"]["input_squash"] == "tanh"
+    params = jax.tree_util.tree_map(lambda p: p + 0.3, flow.init(jax.random.PRNGKey(0)))
+    x = 2.0 * jax.random.normal(jax.random.PRNGKey(1), (16, 3))
+    tanh_flow = jf.maf(3, num_layers=2, hidden=(8, 8), input_bound=0.5, input_squash="tanh")
+    np.testing.assert_allclose(old.log_prob(params, x), tanh_flow.log_prob(params, x), rtol=1e-6)
+    assert not np.allclose(old.log_prob(params, x), flow.log_prob(params, x))
 
 
 def test_one_maf_layer_maps_absurd_latents_to_finite_samples():
