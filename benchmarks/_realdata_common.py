@@ -404,6 +404,31 @@ def comparison_lines(report: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def seed_paired_lines(report: Dict[str, Any]) -> List[str]:
+    """Each jaxflows model against flowjax's MAF paired by seed (same split, same test
+    rows): per seed the difference of the two mean test log-likelihoods, then their mean ±
+    the standard error over seeds.  Needs no per-row log-likelihoods, so it also pairs runs
+    made in separate processes (a model re-run with new defaults against the stored peer)."""
+    means = {(r["dataset"], r["model"], r.get("seed", 0)): r["test_ll"]["mean"]
+             for r in report["runs"] if "test_ll" in r}
+    lines = []
+    for (name, model) in sorted({(d, m) for d, m, _ in means if m != "flowjax_maf"},
+                                key=lambda k: (DATASETS.index(k[0]), MODELS.index(k[1]))):
+        seeds = sorted(s for d, m, s in means if (d, m) == (name, model)
+                       and (name, "flowjax_maf", s) in means)
+        if not seeds:
+            continue
+        diffs = [means[(name, model, s)] - means[(name, "flowjax_maf", s)] for s in seeds]
+        over = over_seeds(diffs)
+        over_s = f"{over['mean']:+.3f} ± {over['se']:.3f}" if np.isfinite(over["se"]) else f"{over['mean']:+.3f}"
+        lines.append(f"| {name} | {MODEL_LABELS[model]} | {', '.join(f'{v:+.2f}' for v in diffs)} "
+                     f"| {over_s} ({len(seeds)} seeds) |")
+    if not lines:
+        return []
+    return ["", "Paired by seed (the difference of the seed means, then mean ± SE over seeds):", "",
+            "| dataset | model − flowjax MAF | per seed | over seeds |", "|---|---|---|---|"] + lines
+
+
 def markdown(report: Dict[str, Any]) -> str:
     """One table (mean ± SE over seeds), then each dataset's protocol note."""
     meta = report["meta"]
@@ -444,7 +469,7 @@ def markdown(report: Dict[str, Any]) -> str:
             f"| {r['dataset']} | {d['dim']} | {rows} | {label} | {_fmt_seeds(r['test_ll'])}{err} "
             f"| {_fmt_seeds(r['kl'], 3)} | {_fmt_seeds(r['test_bpd'], 3)} | {smp_s} | {pub_s} "
             f"| {r['epochs_run']:.0f} ({r['best_epoch']:.0f}) | {r['train_s']:.1f} | {bud} |")
-    lines += comparison_lines(report)
+    lines += comparison_lines(report) + seed_paired_lines(report)
     lines += ["", "Notes:"]
     for name, d in report["datasets"].items():
         lines.append(f"- **{name}** ({d['units']}): {PROTOCOL[name]}")

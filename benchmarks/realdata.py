@@ -328,21 +328,25 @@ def write_report(stem: str, report, table: str) -> None:
 
 def merge_reports(paths):
     """One report from several result files (e.g. models or seeds run separately): a later
-    file's run for the same (dataset, model, seed) replaces an earlier one's."""
+    file's run for the same (dataset, model, seed) replaces an earlier one's, and a row-paired
+    comparison is kept only while both of its runs are the ones it was computed from."""
     reports = []
     for path in paths:
         with open(path) as fh:
             reports.append(json.load(fh))
     merged = {"meta": dict(reports[0]["meta"]), "datasets": {}, "runs": []}
-    runs, comps = {}, {}
-    for r in reports:
+    runs, comps, source = {}, {}, {}
+    for i, r in enumerate(reports):
         for x in r["runs"]:
             runs[(x["dataset"], x["model"], x.get("seed", 0))] = x
+            source[(x["dataset"], x["model"], x.get("seed", 0))] = i
         for c in r.get("comparisons", []):
-            comps[(c["dataset"], c["model"], c["seed"])] = c
+            comps[(c["dataset"], c["model"], c["seed"])] = (i, c)
         merged["datasets"].update(r["datasets"])
     merged["runs"] = list(runs.values())
-    merged["comparisons"] = list(comps.values())
+    merged["comparisons"] = [c for (name, model, seed), (i, c) in comps.items()
+                             if source.get((name, model, seed)) == i
+                             and source.get((name, c.get("peer", "flowjax_maf"), seed)) == i]
     if len(reports) > 1:
         merged["meta"]["total_s"] = sum(r["meta"]["total_s"] for r in reports)
         merged["meta"]["seeds"] = sorted({x.get("seed", 0) for x in merged["runs"]})
