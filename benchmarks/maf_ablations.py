@@ -32,8 +32,11 @@ Variants (``previous`` is the MAF as it was before these ablations):
 - ``bounded_input``: the conditioner reads ``5 tanh(x / 5)`` (finite samples by
   design, see ``jaxflows.nn.squash_inputs``).
 - ``new``: the combination chosen as the new default (``jaxflows.maf``'s defaults).
-- ``new+no_bound`` / ``new+bound_10``: the defaults without the input bound, or
-  with a bound of 10 instead of 5.
+- ``new+no_bound`` / ``new+bound_10`` / ``new+tanh_5``: the defaults without the
+  input clamp, with ``10 tanh(x / 10)``, or with ``5 tanh(x / 5)`` (the clamp of
+  the defaults before ``input_squash="soft_clip"``, which reads ``x`` unchanged
+  within ``+-4`` and saturates at ``+-6``).  The variants above that clamp use
+  ``5 tanh(x / 5)``, as measured then.
 - ``new+natural_first``: the defaults with the first layer of the density
   direction autoregressing in the data's own order (flowjax's layout).
 - ``new+diag_base``: the defaults with a trainable diagonal Gaussian base
@@ -83,21 +86,23 @@ VARIANTS = {
     "floor_1e-2": dict(PREVIOUS, min_scale=1e-2),
     "masked_fan_in": dict(PREVIOUS, init="masked_fan_in"),
     "flowjax_init": dict(PREVIOUS, init="flowjax"),
-    "bounded_input": dict(PREVIOUS, input_bound=5.0),
+    "bounded_input": dict(PREVIOUS, input_bound=5.0, input_squash="tanh"),
     "random+floor": dict(PREVIOUS, permutation="random", min_scale=1e-2),
     "random+floor+masked": dict(PREVIOUS, permutation="random", min_scale=1e-2, init="masked_fan_in"),
     "random+floor+masked+bound": dict(PREVIOUS, permutation="random", min_scale=1e-2,
-                                      init="masked_fan_in", input_bound=5.0),
+                                      init="masked_fan_in", input_bound=5.0, input_squash="tanh"),
     "new+flowjax_init": dict(PREVIOUS, permutation="random", min_scale=1e-2, input_bound=5.0,
-                             init="flowjax"),
+                             input_squash="tanh", init="flowjax"),
     "new+flowjax_output": dict(PREVIOUS, permutation="random", min_scale=1e-2, input_bound=5.0,
-                               init="flowjax_output"),
+                               input_squash="tanh", init="flowjax_output"),
     "new+flowjax_hidden": dict(PREVIOUS, permutation="random", min_scale=1e-2, input_bound=5.0,
-                               init="flowjax_hidden"),
+                               input_squash="tanh", init="flowjax_hidden"),
     "new": "defaults",  # jf.maf with its current defaults
     # jf.maf's defaults with one setting changed
     "new+no_bound": ("defaults", dict(input_bound=None)),
-    "new+bound_10": ("defaults", dict(input_bound=10.0)),
+    "new+bound_10": ("defaults", dict(input_bound=10.0, input_squash="tanh")),
+    # the clamp of the previous defaults, 5 tanh(x / 5) (it bends the bulk of the data)
+    "new+tanh_5": ("defaults", dict(input_bound=5.0, input_squash="tanh")),
     # the first layer on the density side (x -> z) autoregresses in the data's own order,
     # the others in random orders (flowjax's layout: a permutation after each layer)
     "new+natural_first": ("defaults", dict(), "natural_first"),
@@ -216,7 +221,7 @@ def run_jaxflows(spec, train, test, hidden, batch, epochs, seed):
     else:
         flow = jf.maf(dim, num_layers=NUM_LAYERS, hidden=hidden, min_scale=spec["min_scale"],
                       permutation=spec["permutation"], permutation_seed=seed,
-                      input_bound=spec["input_bound"])
+                      input_bound=spec["input_bound"], input_squash=spec.get("input_squash", "tanh"))
         params = flow.init(jax.random.PRNGKey(seed))
         if spec["init"] != "previous":
             params = reinit(params, hidden, dim, spec["init"], jax.random.PRNGKey(seed + 777))
