@@ -138,7 +138,8 @@ def _solve_without_hidden(cfg: MadeConfig, order, w_out, acc0, solve, dtype):
         k, w_k = xs
         a_k, aux = solve(k, _theta(acc, k, P, dtype))
         a_ord = jax.lax.dynamic_update_index_in_dim(a_ord, a_k, k, 0)
-        return (a_ord, acc + squash_inputs(a_k.astype(wdtype), cfg.input_bound, cfg.input_squash) * w_k), aux
+        inp = squash_inputs(a_k.astype(wdtype), cfg.input_bound, cfg.input_squash)
+        return (a_ord, acc + inp * w_k), aux
 
     (a_ord, _), aux = jax.lax.scan(step, (jnp.zeros(D, dtype), acc0), (jnp.arange(D), w))
     return a_ord, aux
@@ -178,7 +179,8 @@ def _solve_blocked(params, cfg: MadeConfig, order, w_out, acc0, solve, context, 
     def step(carry, xs):
         a_ord, caches, acc = carry
         s, w_s, b_s, wo_s = xs
-        inp, h, new_caches = squash_inputs(a_ord.astype(wdtype), cfg.input_bound, cfg.input_squash), None, []
+        inp = squash_inputs(a_ord.astype(wdtype), cfg.input_bound, cfg.input_squash)
+        h, new_caches = None, []
         for l in range(nlayers):
             hl = act(inp @ w_s[l] + b_s[l])
             h = h + hl if (cfg.residual and l > 0) else hl
