@@ -234,10 +234,15 @@ def main(argv=None):
                          "(an ablation in the report's protocol; recorded in the JSON's meta)")
     ap.add_argument("--render", nargs="+", metavar="JSON",
                     help="print the table of earlier result files (several: merged; with --out also "
-                         "write it there) and exit")
+                         "write it there; with --datasets only those datasets) and exit")
     a = ap.parse_args(argv)
     if a.render:
         report = merge_reports(a.render)
+        if a.datasets != ap.get_default("datasets"):  # --datasets keeps those datasets' runs only
+            keep = set(_csv(a.datasets, RC.DATASETS, "datasets"))
+            report["runs"] = [r for r in report["runs"] if r["dataset"] in keep]
+            report["comparisons"] = [c for c in report["comparisons"] if c["dataset"] in keep]
+            report["datasets"] = {d: v for d, v in report["datasets"].items() if d in keep}
         table = RC.markdown(report)
         if a.out:  # the merged report, as a run writes one
             write_report(a.out, report, table)
