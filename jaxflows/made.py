@@ -148,7 +148,7 @@ def squash_inputs(x: Array, bound: Optional[float], kind: str = "tanh") -> Array
     - ``"soft_clip"``: the identity where ``|x| <= 2 bound / 3``; beyond, the
       remaining third saturates as ``tanh``: ``k + w tanh((|x| - k) / w)`` with
       ``k = 2 bound / 3``, ``w = bound / 3`` (continuous slope 1 at the knee).
-    - ``"tanh"``: ``bound * tanh(x / bound)`` (already 11% below the identity at
+    - ``"tanh"``: ``bound * tanh(x / bound)`` (already 8% below the identity at
       ``|x| = bound / 2``).
 
     Applied to the MADE's inputs (never to the transformed variables), it
