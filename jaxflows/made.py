@@ -42,7 +42,7 @@ from ._types import Array, Params, PRNGKey
 from .mlp import get_activation
 
 __all__ = ["MadeConfig", "made_config", "made_init", "made_apply", "masks", "hidden_degrees",
-           "hidden_min_degree", "input_degrees", "check_order", "squash_inputs", "check_squash",
+           "hidden_min_degree", "input_degrees", "check_order", "squash_inputs", "check_clamp",
            "SQUASHES"]
 
 
@@ -123,11 +123,9 @@ def made_config(
     hidden = tuple(int(h) for h in hidden)
     if dim < 1:
         raise ValueError(f"dim must be a positive integer, got {dim}")
-    if input_bound is not None and not (np.isfinite(input_bound) and input_bound > 0):
-        raise ValueError(f"input_bound must be None or a positive finite number, got {input_bound!r}")
+    check_clamp(input_bound, input_squash)
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    check_squash(input_squash)
     if residual and len(set(hidden)) > 1:
         raise ValueError(f"residual MADE needs equal hidden widths, got hidden={hidden}")
     degs = tuple(hidden_degrees(h, dim, context_dim) for h in hidden)
@@ -135,11 +133,13 @@ def made_config(
                       None if input_bound is None else float(input_bound), init, input_squash)
 
 
-def check_squash(kind: str) -> str:
-    """``kind`` if it names an input clamp (one of ``SQUASHES``), else ``ValueError``."""
+def check_clamp(bound: Optional[float], kind: str) -> None:
+    """``ValueError`` unless ``bound`` is ``None`` or a positive finite number and ``kind``
+    names an input clamp (one of ``SQUASHES``): the arguments of :func:`squash_inputs`."""
+    if bound is not None and not (np.isfinite(bound) and bound > 0):
+        raise ValueError(f"input_bound must be None or a positive finite number, got {bound!r}")
     if kind not in SQUASHES:
         raise ValueError(f"input_squash must be one of {SQUASHES}, got {kind!r}")
-    return kind
 
 
 def squash_inputs(x: Array, bound: Optional[float], kind: str = "tanh") -> Array:

@@ -20,13 +20,13 @@ from __future__ import annotations
 from .cached_inverse import made_sequential, sequential_batch_tile
 from .conditioners import Conditioner, MaskedDense, check_autoregressive, from_linen, made_degrees
 from .made import (MadeConfig, check_order, hidden_degrees, hidden_min_degree, input_degrees, made_apply,
-                   made_config, made_init, masks, squash_inputs, check_squash, SQUASHES)
+                   made_config, made_init, masks, squash_inputs, check_clamp, SQUASHES)
 from .mlp import ACTIVATIONS, get_activation, mlp_apply, mlp_init
 
 __all__ = [
     "ACTIVATIONS", "get_activation", "mlp_init", "mlp_apply",
     "MadeConfig", "made_config", "made_init", "made_apply", "masks", "hidden_degrees",
-    "hidden_min_degree", "input_degrees", "check_order", "squash_inputs", "check_squash", "SQUASHES",
+    "hidden_min_degree", "input_degrees", "check_order", "squash_inputs", "check_clamp", "SQUASHES",
     "made_sequential", "sequential_batch_tile",
     "Conditioner", "MaskedDense", "check_autoregressive", "from_linen", "made_degrees",
 ]

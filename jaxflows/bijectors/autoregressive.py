@@ -42,7 +42,7 @@ import numpy as np
 from .._checks import check_dim, checked_bijector, relabel
 from .._types import Bijector, Transformer
 from ..conditioners import bind, check_autoregressive, is_made
-from ..nn import (check_order, check_squash, made_apply, made_config, made_init, made_sequential,
+from ..nn import (check_clamp, check_order, made_apply, made_config, made_init, made_sequential,
                   squash_inputs)
 from .combinators import invert
 from .elementwise import affine
@@ -164,7 +164,7 @@ def _made_autoregressive(dim, transformer, cfg, order, activation, method, conte
 
 
 def _user_autoregressive(dim, transformer, conditioner, context_dim, order, method, input_bound,
-                         input_squash="tanh"):
+                         input_squash):
     """The kernel with a user network (see :func:`autoregressive`): the network
     runs in order space (position ``k`` holds variable ``order[k]``), checked
     autoregressive there, inverted by the reference scan."""
@@ -172,9 +172,7 @@ def _user_autoregressive(dim, transformer, conditioner, context_dim, order, meth
         raise ValueError("method='cached' is the built-in MADE's one-pass inversion; a user network "
                          "inverts with method='scan' (the default for user networks)")
     dim = check_dim(dim)
-    if input_bound is not None and not (np.isfinite(input_bound) and input_bound > 0):
-        raise ValueError(f"input_bound must be None or a positive finite number, got {input_bound!r}")
-    check_squash(input_squash)
+    check_clamp(input_bound, input_squash)
     P = transformer.num_params
     net = bind(conditioner, dim, dim * P, context_dim)
     check_autoregressive(net, dim, P, context_dim)
