@@ -124,6 +124,7 @@ def test_errors_are_one_line_without_traceback(run, capsys, monkeypatch, argv, m
     assert re.search(message, lines[0]), lines[0]
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point(tmp_path):
     """The real process: exit status and stderr, no traceback."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")

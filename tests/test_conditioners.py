@@ -62,6 +62,7 @@ class LayerNormedARNet(nn.Module):
         return MaskedDense(self.out_dim, d_h, d_out, strict=True)(h)
 
 
+@pytest.mark.slow
 def test_linen_coupling_conformance_float32_and_float64():
     layer = affine_coupling(D, alternating_mask(D), conditioner=ResNet())
     params = layer.init(jax.random.PRNGKey(0))
@@ -77,6 +78,7 @@ def test_linen_coupling_conformance_float32_and_float64():
         check_bijector(layer, D, unchanged=[0, 2], dtype=jnp.float64)
 
 
+@pytest.mark.slow
 def test_linen_autoregressive_conformance_float32_and_float64():
     maf_l = maf_layer(D, conditioner=ARNet(), order=ORDER)
     check_bijector(maf_l, D, order=ORDER, check_eager=False)  # op by op: in float64 below

@@ -32,6 +32,7 @@ def test_pages_have_python_blocks():
     assert len(python_blocks(ROOT / "docs" / "custom_bijector.md")) >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
 def test_code_blocks_run(page, tmp_path):
     blocks = python_blocks(page)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent("""
     import json, sys, time
     import jax, numpy as np, optax
@@ -60,6 +62,7 @@ def run_script(epochs=3):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device():
     out = run_script()
     assert out["max_param_change"] > 1e-2  # training really moved the params

@@ -96,6 +96,7 @@ def _max_diff(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
     p0, p1, ref = _run_all(tmp_path)
     for out in (p0, p1):
