@@ -178,17 +178,24 @@ def _all_checks_program(bijector):
 
         return out_v, jax.grad(scalar, argnums=(0, 1))(p, v)
 
+    def with_jacobian(fn, p, v, c):
+        """``fn(p, v, c)`` and the Jacobian of its output in ``v``: the output is the
+        primal of the forward-mode pass, so ``fn`` is traced once for both."""
+        def out(a):
+            value = fn(p, a, c)
+            return value[0], value
+        jac, (value, log_det) = jax.jacfwd(out, has_aux=True)(v)
+        return value, log_det, jac
+
     def program(p, x, x_data, c):
-        y, ld_f = bijector.forward(p, x, c)
+        y, ld_f, J_f = with_jacobian(bijector.forward, p, x, c)
         x_back, ld_back = bijector.inverse(p, y, c)
-        z, ld_i = bijector.inverse(p, x_data, c)
+        z, ld_i, J_i = with_jacobian(bijector.inverse, p, x_data, c)
         x_again, ld_again = bijector.forward(p, z, c)
         vmap_f, grad_f = direction(bijector.forward, p, x, c)
         vmap_i, grad_i = direction(bijector.inverse, p, y, c)
         return dict(y=y, ld_f=ld_f, x_back=x_back, ld_back=ld_back, z=z, ld_i=ld_i,
-                    x_again=x_again, ld_again=ld_again,
-                    J_f=jax.jacfwd(lambda v: bijector.forward(p, v, c)[0])(x),
-                    J_i=jax.jacfwd(lambda v: bijector.inverse(p, v, c)[0])(x_data),
+                    x_again=x_again, ld_again=ld_again, J_f=J_f, J_i=J_i,
                     vmap_f=vmap_f, grad_f=grad_f, vmap_i=vmap_i, grad_i=grad_i)
 
     return program
