@@ -60,13 +60,13 @@ def _release_compiled_programs():
     jax.clear_caches()
 
 
-
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``slow`` (notebooks, doc pages, multi-process runs: 10-35 CPU-seconds
+    """Tests marked ``slow`` (notebooks, doc pages, multi-process runs: 5-30 CPU-seconds
     each) run first, in their collected order, then the rest. ``make test`` splits the
     list between two pytest-xdist workers (``--dist worksteal``): with the slow tests at
     the front, the run ends on short tests and neither worker waits long for the other."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable sort
+
 
 # --------------------------------------------------------------------------
 # --cpu-durations=N: the N tests that used the most CPU time (this process and the
