@@ -151,8 +151,9 @@ def _autoregressive_flow(factory: str, make_layer, dim, num_layers, hidden, cont
     if input_bound is not None:
         kwargs.update(input_bound=input_bound, input_squash=input_squash)
     # the sequential direction (MAF: forward/sampling, IAF: inverse/density) is mapped in
-    # cache-sized tiles; the parallel direction is one vmap
-    tile = sequential_batch_tile(made_config(dim, hidden, 2, context_dim=context_dim))
+    # cache-sized tiles, the parallel direction is one vmap; made_config checks the clamp too
+    tile = sequential_batch_tile(made_config(dim, hidden, 2, context_dim=context_dim,
+                                             input_bound=input_bound, input_squash=input_squash))
     tiles = {"forward_tile": tile} if factory == "maf" else {"inverse_tile": tile}
     if conditioner is not None:
         kwargs = _with_conditioner(kwargs, conditioner)

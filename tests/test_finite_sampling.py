@@ -55,6 +55,8 @@ def test_soft_clip_is_the_identity_on_the_bulk_and_bounded_beyond(bound):
     assert squash_inputs(jnp.float32(1e30), bound, "soft_clip").dtype == jnp.float32
     with pytest.raises(ValueError, match="input_squash"):
         made_config(5, (16,), 2, input_bound=bound, input_squash="clip")
+    with pytest.raises(ValueError, match="input_squash"):  # checked even with the clamp off
+        jf.maf(3, num_layers=1, hidden=(4,), input_bound=None, input_squash="clip")
 
 
 def test_maf_configs_without_input_squash_rebuild_the_tanh_clamp():
