@@ -61,7 +61,7 @@ def _release_compiled_programs():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``slow`` (notebooks, doc pages, multi-process runs: 5-30 CPU-seconds
+    """Tests marked ``slow`` (notebooks, doc pages, multi-process runs: 4-30 CPU-seconds
     each) run first, in their collected order, then the rest. ``make test`` splits the
     list between two pytest-xdist workers (``--dist worksteal``): with the slow tests at
     the front, the run ends on short tests and neither worker waits long for the other."""
