@@ -56,18 +56,29 @@ def perturb_params(params, key, scale: float = 0.3, *, fan_in: bool = False):
     not wrong.  Integer leaves are left unchanged.
     """
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(key, max(len(leaves), 1))
+    floats = sorted({jnp.result_type(l) for l in leaves if jnp.issubdtype(jnp.result_type(l), jnp.floating)},
+                    key=str)
+    # One draw per dtype, cut into the leaves: op by op, a draw per leaf shape would compile
+    # apart. Concrete params are cut and added in NumPy (no compiles); traced ones in jnp.
+    concrete = not any(isinstance(l, jax.core.Tracer) for l in leaves)
+    noise, start = {}, {}
+    for dtype, k in zip(floats, jax.random.split(key, max(len(floats), 1))):
+        draw = jax.random.normal(k, (sum(np.size(l) for l in leaves if jnp.result_type(l) == dtype),), dtype)
+        noise[dtype], start[dtype] = (np.asarray(draw) if concrete else draw), 0
 
-    def noisy(l, k):
+    def noisy(l):
         dtype = jnp.result_type(l)
-        if not jnp.issubdtype(dtype, jnp.floating):
+        if dtype not in noise:
             return l
-        shape = jnp.shape(l)
+        shape, n = np.shape(l), np.size(l)
         s = scale / np.sqrt(shape[-2]) if (fan_in and len(shape) >= 2 and shape[-2] > 0) else scale
-        return l + s * jax.random.normal(k, shape, dtype)
+        cut = noise[dtype][start[dtype]:start[dtype] + n].reshape(shape)
+        start[dtype] += n
+        if concrete:
+            return jnp.asarray(np.asarray(l) + np.asarray(s, dtype) * cut)
+        return l + s * cut
 
-    new = [noisy(l, k) for l, k in zip(leaves, keys)]
-    return jax.tree_util.tree_unflatten(treedef, new)
+    return jax.tree_util.tree_unflatten(treedef, [noisy(l) for l in leaves])
 
 
 def _cast(tree, dtype):
