@@ -263,7 +263,8 @@ def _linen_init(build, name: str, zero_last: bool, hint: str):
         dtype = jnp.zeros(()).dtype
         x = jnp.zeros((in_dim,), dtype)
         ctx = None if context_dim is None else jnp.zeros((context_dim,), dtype)
-        variables = dict(m.init(key, x) if ctx is None else m.init(key, x, ctx))
+        # one compiled program: op by op, flax's init compiles every layer's ops separately
+        variables = dict(jax.jit(lambda k: m.init(k, x) if ctx is None else m.init(k, x, ctx))(key))
         extra = sorted(set(variables) - {"params"})
         if extra:
             raise ValueError(
@@ -292,8 +293,14 @@ def _zero_last(m, variables, x, ctx, name):
             calls.append((tuple(context.module.scope.path), out))
         return out
 
-    with nn.intercept_methods(interceptor):
-        out = m.apply(variables, x) if ctx is None else m.apply(variables, x, ctx)
+    def traced(v):  # shapes only: which call returned the output is a property of the trace
+        with nn.intercept_methods(interceptor):
+            out = m.apply(v, x) if ctx is None else m.apply(v, x, ctx)
+        paths.extend(path for path, o in calls if o is out and path)
+        return out
+
+    paths = []
+    jax.eval_shape(traced, variables)
     params = variables["params"]
 
     def subtree(path):
@@ -304,8 +311,7 @@ def _zero_last(m, variables, x, ctx, name):
             node = node[p]
         return node
 
-    found = [path for path, o in calls if o is out and path
-             and isinstance(subtree(path), dict) and "kernel" in subtree(path)]
+    found = [path for path in paths if isinstance(subtree(path), dict) and "kernel" in subtree(path)]
     if not found:
         raise ValueError(
             f"from_linen(zero_last=True): no layer with a 'kernel' produces the output of module {name} "
