@@ -91,7 +91,8 @@ _AR_CHECKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def check_autoregressive(conditioner: Conditioner, dim: int, num_params: int,
-                         context_dim: Optional[int] = None, *, seed: int = 0, trials: int = 2) -> None:
+                         context_dim: Optional[int] = None, *, seed: int = 0, trials: int = 2,
+                         remember_on=None) -> None:
     """Refuse a network whose output for variable ``i`` reads ``x_i`` or a later input.
 
     The network is taken in natural order: row ``i`` of ``apply(params, x,
@@ -100,17 +101,44 @@ def check_autoregressive(conditioner: Conditioner, dim: int, num_params: int,
     random inputs, with the params of ``init`` plus ``N(0, 0.1^2)`` noise
     (so a last layer that starts at zero does not hide anything); masked
     connections give exact zeros there.  Raises ``ValueError`` naming the first
-    offending output and input.  A passed check is remembered per network.
+    offending output and input.  A passed check is remembered per network: on
+    ``remember_on`` if given (a layer passes the network it was given, so a layer
+    rebuilt at every trace, as a scan over layers does, is checked once), else on
+    ``conditioner.init``.
     """
     cache_key = (int(dim), int(num_params), context_dim, int(seed), int(trials))
     try:
-        seen = _AR_CHECKED.setdefault(conditioner.init, set())
+        seen = _AR_CHECKED.setdefault(conditioner.init if remember_on is None else remember_on, set())
     except TypeError:  # not weak-referenceable: check every time
         seen = set()
     if cache_key in seen:
         return
-    with jax.ensure_compile_time_eval():
-        key = jax.random.PRNGKey(seed)
+    with jax.ensure_compile_time_eval():  # concrete even when a layer is built under a trace
+        jacobians = _probe_jacobians(conditioner, dim, num_params, context_dim, trials)(
+            jax.random.PRNGKey(seed))
+    after = np.arange(dim)[None, :] >= np.arange(dim)[:, None]  # [i, j]: input j not before i
+    for J in jacobians:
+        dep = np.any(np.asarray(J) != 0, axis=1)  # (dim, dim): row i reads input j
+        bad = np.argwhere(dep & after)
+        if bad.size:
+            i, j = (int(v) for v in bad[0])
+            cols = f"columns {i * num_params}..{(i + 1) * num_params - 1}" if num_params > 1 else f"column {i}"
+            raise ValueError(
+                f"conditioner is not autoregressive: row {i} of its output ({cols} of "
+                f"({dim * num_params},)) depends on its input {j}, but row i may read inputs 0..i-1 "
+                f"only (the layer feeds the network its variables in the layer's order and puts the "
+                f"rows back). Build the network from jaxflows.nn.MaskedDense layers wired with "
+                f"jaxflows.nn.made_degrees(...); layers that mix units (LayerNorm, attention) "
+                f"break the property.")
+    seen.add(cache_key)
+
+
+def _probe_jacobians(conditioner, dim, num_params, context_dim, trials):
+    """``key -> d theta / d x`` ``(trials, dim, num_params, dim)`` at ``trials`` random
+    inputs, params perturbed, as one compiled program (op by op, each of the network's ops
+    would compile apart)."""
+
+    def run(key):
         k_init, k_noise, k_x, k_c = jax.random.split(key, 4)
         params = conditioner.init(k_init, dim, dim * num_params, context_dim)
         leaves, treedef = jax.tree_util.tree_flatten(params)
@@ -121,24 +149,14 @@ def check_autoregressive(conditioner: Conditioner, dim: int, num_params: int,
         params = jax.tree_util.tree_unflatten(treedef, leaves)
         xs = jax.random.normal(k_x, (trials, dim))
         cs = None if context_dim is None else jax.random.normal(k_c, (trials, context_dim))
-        after = np.arange(dim)[None, :] >= np.arange(dim)[:, None]  # [i, j]: input j not before i
-        for t in range(trials):
-            ctx = None if cs is None else cs[t]
-            theta = conditioner.apply(params, xs[t], ctx)
-            if tuple(jnp.shape(theta)) != (dim * num_params,):
-                raise ValueError(f"conditioner returns shape {tuple(jnp.shape(theta))}, the layer needs "
+
+        def theta(v, ctx):
+            t = conditioner.apply(params, v, ctx)
+            if tuple(jnp.shape(t)) != (dim * num_params,):
+                raise ValueError(f"conditioner returns shape {tuple(jnp.shape(t))}, the layer needs "
                                  f"({dim * num_params},) (dim * transformer.num_params)")
-            J = jax.jacfwd(lambda v: conditioner.apply(params, v, ctx).reshape(dim, num_params))(xs[t])
-            dep = np.any(np.asarray(J) != 0, axis=1)  # (dim, dim): row i reads input j
-            bad = np.argwhere(dep & after)
-            if bad.size:
-                i, j = (int(v) for v in bad[0])
-                cols = f"columns {i * num_params}..{(i + 1) * num_params - 1}" if num_params > 1 else f"column {i}"
-                raise ValueError(
-                    f"conditioner is not autoregressive: row {i} of its output ({cols} of "
-                    f"({dim * num_params},)) depends on its input {j}, but row i may read inputs 0..i-1 "
-                    f"only (the layer feeds the network its variables in the layer's order and puts the "
-                    f"rows back). Build the network from jaxflows.nn.MaskedDense layers wired with "
-                    f"jaxflows.nn.made_degrees(...); layers that mix units (LayerNorm, attention) "
-                    f"break the property.")
-    seen.add(cache_key)
+            return t.reshape(dim, num_params)
+
+        return jax.vmap(jax.jacfwd(theta), in_axes=(0, None if cs is None else 0))(xs, cs)
+
+    return jax.jit(run)

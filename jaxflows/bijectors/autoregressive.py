@@ -175,7 +175,9 @@ def _user_autoregressive(dim, transformer, conditioner, context_dim, order, meth
     check_clamp(input_bound, input_squash)
     P = transformer.num_params
     net = bind(conditioner, dim, dim * P, context_dim)
-    check_autoregressive(net, dim, P, context_dim)
+    # remembered on the network the layer was given: a scan over layers rebuilds the layer
+    # (and binds the network anew) at every trace
+    check_autoregressive(net, dim, P, context_dim, remember_on=getattr(conditioner, "init", conditioner))
     if order is None or isinstance(order, (list, tuple, np.ndarray)):
         order = check_order(order, dim)
     order = jnp.asarray(order)
