@@ -114,9 +114,8 @@ def check_bijector(bijector: Bijector, dim: int, *, context_dim: Optional[int] =
     identity); ``dtype=jnp.float64`` needs x64 enabled.  ``check_eager=False``
     skips check 5's op-by-op call per direction (the slowest part for a deep
     flow; dtype-independent, so a float32 run can leave it to a float64 one).
-    ``check_transforms=False`` skips check 5's vmap and gradients (about half
-    of the compiled program; batching rules and reverse mode do not depend on
-    the dtype either, so a float64 run can leave them to a float32 one).
+    ``check_transforms=False`` skips check 5's vmap and gradients (half the
+    compiled program; dtype-independent too: a float64 run can leave them to a float32 one).
 
     The default tolerance ``tol`` is ``2e-3`` in float32 and ``1e-8`` in
     float64 (relative to ``1 + |expected|``).  A deep flow that fails only in
@@ -142,10 +141,7 @@ def check_bijector(bijector: Bijector, dim: int, *, context_dim: Optional[int] =
     if unchanged is not None:
         idx = np.asarray(unchanged)
         _close("coupling: conditioning part unchanged", r["y"][idx], x[idx], 0.0)
-    for name, out, ld in (("forward", r["y"], r["ld_f"]), ("inverse", r["z"], r["ld_i"])):  # 4.
-        assert out.shape == (dim,) and out.dtype == dtype, f"{name} output {out.shape} {out.dtype}"
-        ld = np.asarray(ld)
-        assert ld.shape == () and ld.dtype == dtype, f"{name} log_det {ld.shape} {ld.dtype}"
+    _check_shapes(r, dim, dtype)  # 4.
     if check_transforms:
         _check_transforms(program, r, params, x, ctx, tol)  # 5. vmap, no recompilation, gradients
     if check_eager:  # 5. jit equals eager
@@ -250,6 +246,14 @@ def _check_triangular(order: np.ndarray, dim: int, J_f, J_i) -> None:
         if dim > 1:
             assert np.any(J[~upper & ~np.eye(dim, dtype=bool)] != 0), (
                 f"{name} Jacobian is diagonal: the layer ignores earlier variables")
+
+
+def _check_shapes(r, dim, dtype) -> None:
+    """4. both directions keep the event's shape and dtype; log-dets are scalars."""
+    for name, out, ld in (("forward", r["y"], r["ld_f"]), ("inverse", r["z"], r["ld_i"])):
+        assert out.shape == (dim,) and out.dtype == dtype, f"{name} output {out.shape} {out.dtype}"
+        ld = np.asarray(ld)
+        assert ld.shape == () and ld.dtype == dtype, f"{name} log_det {ld.shape} {ld.dtype}"
 
 
 def _check_transforms(program, r, params, x, ctx, tol) -> None:
