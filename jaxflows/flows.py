@@ -107,7 +107,6 @@ def transformed(
     """
     base = make_base(base, dim)
 
-    @jax.jit  # one compiled program: op by op, each layer's random draws would compile apart
     def init(key):
         kb, kd = jax.random.split(key)
         return {"bijector": bijector.init(kb), "base": base.init(kd)}
