@@ -35,7 +35,7 @@ def test_pages_have_python_blocks():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
-def test_code_blocks_run(page, tmp_path, monkeypatch, capsys):
+def test_code_blocks_run(page, tmp_path, monkeypatch):
     blocks = python_blocks(page)
     assert not any("shared/data" in b for b in blocks), f"{page.name}: examples must not need ../shared/data"
     monkeypatch.chdir(tmp_path)
