@@ -1,11 +1,13 @@
 """Every bijector in ``tests/registry.py`` through ``check_bijector``.
 
 float32: one test per registry entry and per whole-flow bijector.  float64: the
-same registry again, each entry inside ``with jax.enable_x64(True):``.  Three
+same registry again, each entry inside ``with jax.enable_x64(True):``.  Four
 checks do not depend on the dtype, so a registry entry makes each once: vmap
-equals a loop and finite gradients in its float32 item, the comparison of the
-compiled bijector with an op-by-op (eager) call in its float64 item (the
-whole-flow bijectors, checked in float32 only, make all three there).  That
+equals a loop and finite gradients in its float32 item; the log-dets against
+the Jacobians with their triangular structure, and the comparison of the
+compiled bijector with an op-by-op (eager) call, in its float64 item, where the
+tolerance is tighter (the whole-flow bijectors, checked in float32 only, make
+all four there).  That
 context manager sets JAX's x64 flag for the current thread only and restores
 it on exit (jit caches are keyed on the flag, so nothing compiled in float64
 is reused in float32), so the float64 items run in the same pytest process as
@@ -24,7 +26,8 @@ from registry import FLOW_REGISTRY, REGISTRY
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_registry_float32(name):
     bijector, kwargs = REGISTRY[name]()
-    check_bijector(bijector, dtype=jnp.float32, check_inputs=True, check_eager=False, **kwargs)
+    check_bijector(bijector, dtype=jnp.float32, check_inputs=True, check_eager=False,
+                   check_jacobians=False, **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(FLOW_REGISTRY))

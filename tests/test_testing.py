@@ -41,3 +41,16 @@ def test_conformance_suite_catches_wrong_autoregressive_order():
     check_bijector(layer, 3, order=[2, 0, 1])
     with pytest.raises(AssertionError, match="not triangular"):
         check_bijector(layer, 3, order=[0, 1, 2])
+
+
+def test_each_skipped_check_is_the_only_one_skipped():
+    """A log-det that is wrong in both directions (and still cancels) fails the Jacobian
+    check only: check_jacobians=False passes it, every other setting fails it."""
+    good = B.elementwise_affine(3)
+    fwd = lambda p, x, c=None: (good.forward(p, x, c)[0], 2 * good.forward(p, x, c)[1])  # noqa: E731
+    inv = lambda p, y, c=None: (good.inverse(p, y, c)[0], 2 * good.inverse(p, y, c)[1])  # noqa: E731
+    doubled = Bijector(good.init, fwd, inv)
+    check_bijector(doubled, 3, check_jacobians=False)
+    for skipped in ("check_eager", "check_transforms"):
+        with pytest.raises(AssertionError, match="slogdet"):
+            check_bijector(doubled, 3, **{skipped: False})
