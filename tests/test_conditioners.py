@@ -217,5 +217,7 @@ def test_check_bijector_on_a_minimal_user_bijector():
 
 
 def test_check_bijector_on_a_default_sized_flow():
-    """The perturbation is scaled by fan-in: a default-sized flow stays well conditioned."""
-    check_bijector(jf.maf(4).bijector, 4)
+    """The perturbation is scaled by fan-in: a default-sized flow stays well conditioned
+    (round trips and log-dets within float32 tolerance). Its vmap, gradients and op-by-op
+    calls are those of the small MAF flows in test_conformance, the same code."""
+    check_bijector(jf.maf(4).bijector, 4, check_eager=False, check_transforms=False)
