@@ -111,13 +111,10 @@ def check_bijector(bijector: Bijector, dim: int, *, context_dim: Optional[int] =
     ``unchanged`` ask for the structure checks (3); ``data_domain`` maps a
     random normal vector into the domain of ``inverse`` (for bijectors whose
     data side is bounded, e.g. ``jax.nn.sigmoid`` for ``logit``; default: the
-    identity); ``dtype=jnp.float64`` needs x64 enabled.  ``check_eager=False``
-    skips check 5's op-by-op call per direction (the slowest part for a deep
-    flow; dtype-independent, so a float32 run can leave it to a float64 one).
-    ``check_transforms=False`` skips check 5's vmap and gradients (half the
-    compiled program; dtype-independent too: a float64 run can leave them to a float32 one).
-    ``check_jacobians=False`` skips checks 2 and 3 (the Jacobians, a quarter of the
-    program): a float32 run can leave them to a float64 one, whose tolerance is tighter.
+    identity); ``dtype=jnp.float64`` needs x64 enabled.  Three switches skip
+    checks that a bijector checked in both dtypes needs only once: ``check_eager=False``
+    check 5's op-by-op call per direction, ``check_transforms=False`` its vmap and
+    gradients (half the compiled program), ``check_jacobians=False`` checks 2 and 3.
 
     The default tolerance ``tol`` is ``2e-3`` in float32 and ``1e-8`` in
     float64 (relative to ``1 + |expected|``).  A deep flow that fails only in
