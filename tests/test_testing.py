@@ -43,7 +43,7 @@ def test_conformance_suite_catches_wrong_autoregressive_order():
         check_bijector(layer, 3, order=[0, 1, 2])
 
 
-def test_each_skipped_check_is_the_only_one_skipped():
+def test_only_check_jacobians_false_skips_the_log_det_check():
     """A log-det that is wrong in both directions (and still cancels) fails the Jacobian
     check only: check_jacobians=False passes it, every other setting fails it."""
     good = B.elementwise_affine(3)
