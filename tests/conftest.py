@@ -72,11 +72,41 @@ def pytest_collection_modifyitems(config, items):
 # --cpu-durations=N: the N tests that used the most CPU time (this process and the
 # subprocesses it waited for). Unlike --durations (wall time), it does not grow when
 # other programs share the machine, so two runs can be compared on a busy computer.
+# --compile-report: per test module, that CPU time beside the seconds JAX spent
+# tracing, lowering and compiling (from jax.monitoring, in the test processes only,
+# not in the subprocesses they start), the programs compiled and the ones read back
+# from the compilation cache: where the suite's time goes.
 # --------------------------------------------------------------------------
 
 def pytest_addoption(parser):
     parser.addoption("--cpu-durations", type=int, default=None, metavar="N",
                      help="show the N tests that used the most CPU seconds (0: all)")
+    parser.addoption("--compile-report", action="store_true",
+                     help="per test module: CPU seconds and JAX's tracing, lowering and compiling")
+
+
+_EVENTS = {"trace": "/jax/core/compile/jaxpr_trace_duration",
+           "lower": "/jax/core/compile/jaxpr_to_mlir_module_duration",
+           "compile": "/jax/core/compile/backend_compile_duration",
+           "cached": "/jax/compilation_cache/cache_retrieval_time_sec"}
+_JAX_TOTALS = dict.fromkeys(["trace", "lower", "compile", "programs", "cached"], 0.0)
+
+
+def pytest_configure(config):
+    if config.getoption("--compile-report"):
+        from jax import monitoring
+
+        names = {v: k for k, v in _EVENTS.items()}
+
+        def listen(event, seconds, **_):
+            name = names.get(event)
+            if name == "cached":
+                _JAX_TOTALS["cached"] += 1
+            elif name is not None:
+                _JAX_TOTALS[name] += seconds
+                _JAX_TOTALS["programs"] += name == "compile"
+
+        monitoring.register_event_duration_secs_listener(listen)
 
 
 def _cpu_seconds():
@@ -88,6 +118,7 @@ def _cpu_seconds():
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     item._cpu_start = _cpu_seconds()
+    item._jax_start = dict(_JAX_TOTALS)
     yield
 
 
@@ -96,19 +127,43 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     if call.when == "teardown" and hasattr(item, "_cpu_start"):
         # setup + call + teardown, so module fixtures count against the test that built them
-        outcome.get_result().user_properties.append(("cpu_s", _cpu_seconds() - item._cpu_start))
+        props = outcome.get_result().user_properties
+        props.append(("cpu_s", _cpu_seconds() - item._cpu_start))
+        props.append(("jax", {k: v - item._jax_start[k] for k, v in _JAX_TOTALS.items()}))
 
 
-_CPU_TIMES = {}
+_CPU_TIMES, _JAX_PER_TEST = {}, {}
 
 
 def pytest_runtest_logreport(report):
     for key, value in report.user_properties:
         if key == "cpu_s" and report.when == "teardown":
             _CPU_TIMES[report.nodeid] = value
+        if key == "jax" and report.when == "teardown":
+            _JAX_PER_TEST[report.nodeid] = value
+
+
+def _compile_report(tr):
+    modules = {}
+    for nodeid, cpu in _CPU_TIMES.items():
+        row = modules.setdefault(nodeid.split("::")[0], dict.fromkeys(["cpu", *_JAX_TOTALS], 0.0))
+        row["cpu"] += cpu
+        for k, v in _JAX_PER_TEST.get(nodeid, {}).items():
+            row[k] += v
+    rows = sorted(modules.items(), key=lambda kv: -kv[1]["cpu"])
+    total = {k: sum(r[k] for _, r in rows) for k in ("cpu", *_JAX_TOTALS)}
+    tr.write_sep("=", "CPU seconds per test module; JAX tracing, lowering, compiling (s); "
+                 "programs compiled or read from the compilation cache; of them cached")
+    tr.write_line(f"{'module':48s} {'CPU':>7s} {'trace':>7s} {'lower':>7s} {'compile':>8s} "
+                  f"{'programs':>9s} {'cached':>7s}")
+    for name, r in rows + [("total", total)]:
+        tr.write_line(f"{name:48s} {r['cpu']:7.1f} {r['trace']:7.1f} {r['lower']:7.1f} {r['compile']:8.1f} "
+                      f"{r['programs']:9.0f} {r['cached']:7.0f}")
 
 
 def pytest_terminal_summary(terminalreporter, config):
+    if config.getoption("--compile-report") and _CPU_TIMES:
+        _compile_report(terminalreporter)
     n = config.getoption("--cpu-durations")
     if n is None or not _CPU_TIMES:
         return
