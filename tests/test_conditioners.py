@@ -221,3 +221,25 @@ def test_check_bijector_on_a_default_sized_flow():
     (round trips and log-dets within float32 tolerance). Its vmap, gradients and op-by-op
     calls are those of the small MAF flows in test_conformance, the same code."""
     check_bijector(jf.maf(4).bijector, 4, check_eager=False, check_transforms=False)
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["linen_module", "from_linen"])
+def test_autoregressive_check_runs_once_per_network(monkeypatch, wrap):
+    """Layers made per layer by a factory are rebuilt at every trace (a scan over the
+    stacked layers); the network they were given is checked once, whether a flax module
+    or a Conditioner."""
+    import jaxflows.masked as masked
+    from jaxflows.bijectors import stack
+    from jaxflows.flows import transformed
+
+    calls = []
+    probe = masked._probe_jacobians
+    monkeypatch.setattr(masked, "_probe_jacobians", lambda *a: calls.append(a) or probe(*a))
+    net = from_linen(ARNet()) if wrap else ARNet()
+    orders = np.stack([np.arange(D), ORDER])
+    flow = transformed(stack(lambda o: maf_layer(D, conditioner=net, order=o), 2, per_layer=orders),
+                       "normal", dim=D)
+    params = flow.init(jax.random.PRNGKey(0))
+    for n in (2, 3):  # two shapes: two traces of the stacked layers
+        assert jax.jit(flow.log_prob)(params, jnp.ones((n, D))).shape == (n,)
+    assert len(calls) == 1, f"the network was checked {len(calls)} times"

@@ -41,7 +41,7 @@ import numpy as np
 
 from .._checks import check_dim, checked_bijector, relabel
 from .._types import Bijector, Transformer
-from ..conditioners import bind, check_autoregressive, is_made
+from ..conditioners import Conditioner, bind, check_autoregressive, is_made
 from ..nn import (check_clamp, check_order, made_apply, made_config, made_init, made_sequential,
                   squash_inputs)
 from .combinators import invert
@@ -175,9 +175,11 @@ def _user_autoregressive(dim, transformer, conditioner, context_dim, order, meth
     check_clamp(input_bound, input_squash)
     P = transformer.num_params
     net = bind(conditioner, dim, dim * P, context_dim)
-    # remembered on the network the layer was given: a scan over layers rebuilds the layer
-    # (and binds the network anew) at every trace
-    check_autoregressive(net, dim, P, context_dim, remember_on=getattr(conditioner, "init", conditioner))
+    # remembered on the network the layer was given (a scan over layers rebuilds the layer,
+    # and binds the network anew, at every trace): a Conditioner's init function, or the
+    # flax module itself (each `module.init` is a new bound method)
+    given = conditioner.init if isinstance(conditioner, Conditioner) else conditioner
+    check_autoregressive(net, dim, P, context_dim, remember_on=given)
     if order is None or isinstance(order, (list, tuple, np.ndarray)):
         order = check_order(order, dim)
     order = jnp.asarray(order)
