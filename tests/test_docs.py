@@ -14,10 +14,10 @@ scikit-learn's bundled datasets and generated arrays.
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from run_as_main import run_as_main
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
@@ -38,14 +38,5 @@ def test_pages_have_python_blocks():
 def test_code_blocks_run(page, tmp_path, monkeypatch):
     blocks = python_blocks(page)
     assert not any("shared/data" in b for b in blocks), f"{page.name}: examples must not need ../shared/data"
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    namespace = {"__name__": "__main__"}
-    try:
-        for i, block in enumerate(blocks):
-            print(f"--- {page.name}, block {i + 1} of {len(blocks)}", flush=True)
-            exec(compile(block, f"{page.name} (python block {i + 1})", "exec"), namespace)
-    finally:
-        namespace.clear()
-        if "matplotlib.pyplot" in sys.modules:
-            sys.modules["matplotlib.pyplot"].close("all")
+    run_as_main([(f"{page.name} (python block {i + 1} of {len(blocks)})", block)
+                 for i, block in enumerate(blocks)], tmp_path, monkeypatch)

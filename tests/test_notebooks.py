@@ -20,10 +20,10 @@ its cell.
 from __future__ import annotations
 
 import importlib.util
-import warnings
 from pathlib import Path
 
 import pytest
+from run_as_main import run_as_main
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("jupytext")
@@ -67,18 +67,7 @@ def test_committed_notebook_has_outputs_of_its_source(src):
 @pytest.mark.slow
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
 def test_notebook_executes(src, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("JAXFLOWS_NB_SMALL", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    import matplotlib.pyplot as plt
     cells = [c for c in run_notebooks.read_source(src).cells if c.cell_type == "code"]
-    namespace = {"__name__": "__main__"}
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "FigureCanvasAgg is non-interactive", UserWarning)
-            for i, cell in enumerate(cells):
-                exec(compile(cell.source, f"{src.stem} (code cell {i + 1} of {len(cells)})", "exec"),
-                     namespace)
-    finally:
-        namespace.clear()
-        plt.close("all")
+    run_as_main([(f"{src.stem} (code cell {i + 1} of {len(cells)})", c.source)
+                 for i, c in enumerate(cells)], tmp_path, monkeypatch)
