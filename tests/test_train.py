@@ -105,8 +105,9 @@ def test_nan_guard_skips_a_bad_batch_and_never_corrupts_params():
     # loss infinite; that step is skipped and counted, training goes on.
     x = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
     x[5] = 1e30
-    out, hist = fit(flow, params, x, key=jax.random.PRNGKey(1), num_epochs=4, batch_size=16,
-                    val_fraction=0.0, progress=False)
+    with pytest.warns(jf.RawScaleWarning, match="unstandardised"):  # the 1e30 row, before training
+        out, hist = fit(flow, params, x, key=jax.random.PRNGKey(1), num_epochs=4, batch_size=16,
+                        val_fraction=0.0, progress=False)
     assert sum(hist["skipped_steps"]) >= 3  # the bad row lands in one batch per epoch
     assert all(s <= 1 for s in hist["skipped_steps"])
     assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree_util.tree_leaves(out))
@@ -118,7 +119,8 @@ def test_nan_guard_stops_with_advice_when_it_persists():
     # every batch overflows (not constant columns: fit refuses those before training)
     x = (1e30 * (1 + np.random.default_rng(0).random((64, 2)))).astype(np.float32)
     p0 = flow.init(jax.random.PRNGKey(0))
-    with pytest.raises(jf.TrainingDiverged, match="lower learning rate.*clipping.*standardising") as e:
+    with (pytest.raises(jf.TrainingDiverged, match="lower learning rate.*clipping.*standardising") as e,
+          pytest.warns(jf.RawScaleWarning, match="unstandardised")):
         fit(flow, p0, x, key=jax.random.PRNGKey(1), num_epochs=10,
             batch_size=16, max_bad_steps=6, progress=False)
     err = e.value
